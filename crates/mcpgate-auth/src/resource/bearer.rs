@@ -1,0 +1,94 @@
+//! Extracting a bearer token from a request (RFC 6750 §2.1), and only from the header.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+/// Why a request carries no usable bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("the request carries no Authorization header")]
+    Missing,
+    #[error("the Authorization header is not of the form `Bearer <token>`")]
+    Malformed,
+    #[error("the request carries more than one Authorization header")]
+    Duplicated,
+    #[error("access tokens are accepted in the Authorization header only, never in the query string")]
+    InQuery,
+}
+
+/// Returns the token of the request's single `Authorization: Bearer` header.
+///
+/// A token in the query string (`access_token=`) is refused even when a header is present: it
+/// would end up in proxy logs and browser history (RFC 6750 §5.3, MCP authorization spec).
+pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, BearerError> {
+    if query.is_some_and(query_has_token) {
+        return Err(BearerError::InQuery);
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(BearerError::Missing)?;
+    if values.next().is_some() {
+        return Err(BearerError::Duplicated);
+    }
+    let value = value.to_str().map_err(|_| BearerError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(BearerError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(BearerError::Malformed);
+    }
+    let token = token.trim_start_matches(' ');
+    if token.is_empty() || !token.bytes().all(is_token68) {
+        return Err(BearerError::Malformed);
+    }
+    Ok(token)
+}
+
+fn query_has_token(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("access_token"))
+}
+
+// RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" followed by "="s.
+fn is_token68(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn accepts_the_bearer_scheme_case_insensitively() {
+        assert_eq!(extract(&headers(&["Bearer abc.def-_~+/="]), None), Ok("abc.def-_~+/="));
+        assert_eq!(extract(&headers(&["bearer abc"]), None), Ok("abc"));
+        assert_eq!(extract(&headers(&["BEARER  abc"]), None), Ok("abc"));
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        assert_eq!(extract(&headers(&[]), None), Err(BearerError::Missing));
+        assert_eq!(extract(&headers(&["Basic dTpw"]), None), Err(BearerError::Malformed));
+        assert_eq!(extract(&headers(&["Bearer"]), None), Err(BearerError::Malformed));
+        assert_eq!(extract(&headers(&["Bearer "]), None), Err(BearerError::Malformed));
+        assert_eq!(extract(&headers(&["Bearer a b"]), None), Err(BearerError::Malformed));
+        assert_eq!(extract(&headers(&["Bearer a\"b"]), None), Err(BearerError::Malformed));
+        assert_eq!(extract(&headers(&["Bearer a", "Bearer b"]), None), Err(BearerError::Duplicated));
+    }
+
+    #[test]
+    fn refuses_tokens_in_the_query_string() {
+        assert_eq!(
+            extract(&headers(&["Bearer abc"]), Some("sessionId=1&access_token=abc")),
+            Err(BearerError::InQuery)
+        );
+        assert_eq!(extract(&headers(&["Bearer abc"]), Some("x_access_token=1")), Ok("abc"));
+    }
+}

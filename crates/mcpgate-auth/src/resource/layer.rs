@@ -1,0 +1,166 @@
+//! The axum middleware that authenticates every request to a protected route.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use super::bearer::{self, BearerError};
+use super::challenge::{Challenge, ChallengeError};
+use super::verifier::{VerifierChain, VerifyError};
+use crate::Principal;
+
+/// What happened to one request's credentials. Carries no secret.
+#[derive(Debug, Clone)]
+pub enum AuthOutcome {
+    Accepted(Arc<Principal>),
+    Missing,
+    Malformed(BearerError),
+    Rejected(String),
+    Unavailable(String),
+}
+
+impl AuthOutcome {
+    /// A stable label for metrics and audit records.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted(_) => "accepted",
+            Self::Missing => "missing",
+            Self::Malformed(_) => "malformed",
+            Self::Rejected(_) => "rejected",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// One authentication decision, as reported to an [`AuthObserver`].
+#[derive(Debug, Clone)]
+pub struct AuthEvent<'a> {
+    pub outcome: &'a AuthOutcome,
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Receives every authentication decision (for audit logs and metrics).
+pub trait AuthObserver: Send + Sync {
+    fn on_auth(&self, event: &AuthEvent<'_>);
+}
+
+/// Everything the middleware needs: the verifier chain and how to word challenges.
+pub struct Authenticator {
+    chain: VerifierChain,
+    realm: Option<String>,
+    /// `(path prefix, metadata URL)`: the protected-resource metadata each endpoint points at.
+    resource_metadata: Vec<(String, String)>,
+    observer: Option<Arc<dyn AuthObserver>>,
+}
+
+impl Authenticator {
+    pub fn new(chain: VerifierChain) -> Self {
+        Self { chain, realm: None, resource_metadata: Vec::new(), observer: None }
+    }
+
+    pub fn with_realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Challenges for requests under `path_prefix` carry `resource_metadata="<url>"`.
+    pub fn with_resource_metadata(mut self, path_prefix: impl Into<String>, url: impl Into<String>) -> Self {
+        self.resource_metadata.push((path_prefix.into(), url.into()));
+        self
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn AuthObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Authenticates the request's credentials without touching the body.
+    pub async fn authenticate(&self, parts: &http::request::Parts) -> AuthOutcome {
+        match bearer::extract(&parts.headers, parts.uri.query()) {
+            Err(BearerError::Missing) => AuthOutcome::Missing,
+            Err(e) => AuthOutcome::Malformed(e),
+            Ok(token) => match self.chain.verify(token).await {
+                Ok(principal) => AuthOutcome::Accepted(Arc::new(principal)),
+                Err(VerifyError::Invalid(reason)) => AuthOutcome::Rejected(reason),
+                Err(VerifyError::Unavailable(reason)) => AuthOutcome::Unavailable(reason),
+            },
+        }
+    }
+
+    /// The challenge for a request to `path`, before any error is filled in.
+    pub fn challenge_for(&self, path: &str) -> Challenge {
+        Challenge {
+            realm: self.realm.clone(),
+            resource_metadata: self
+                .resource_metadata
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                .map(|(_, url)| url.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// The response refusing a request that was not accepted.
+    pub fn refusal(&self, path: &str, outcome: &AuthOutcome) -> Response {
+        let mut challenge = self.challenge_for(path);
+        match outcome {
+            AuthOutcome::Accepted(_) => {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            AuthOutcome::Missing => {
+                challenge.description = Some("no bearer token: send Authorization: Bearer <token>".into());
+            }
+            AuthOutcome::Malformed(BearerError::InQuery) => {
+                challenge.error = Some(ChallengeError::InvalidRequest);
+                challenge.description = Some(BearerError::InQuery.to_string());
+            }
+            AuthOutcome::Malformed(e) => {
+                challenge.error = Some(ChallengeError::InvalidRequest);
+                challenge.description = Some(e.to_string());
+                return challenge.into_response_with(StatusCode::UNAUTHORIZED);
+            }
+            AuthOutcome::Rejected(reason) => {
+                challenge.error = Some(ChallengeError::InvalidToken);
+                challenge.description = Some(reason.clone());
+            }
+            AuthOutcome::Unavailable(reason) => {
+                let body = serde_json::json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": reason,
+                });
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return response;
+            }
+        }
+        challenge.into_response()
+    }
+
+    fn report(&self, outcome: &AuthOutcome, parts: &http::request::Parts) {
+        if let Some(observer) = &self.observer {
+            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+            observer.on_auth(&AuthEvent { outcome, method: &parts.method, path: parts.uri.path(), peer });
+        }
+    }
+}
+
+/// Middleware: refuses unauthenticated requests with a challenge, or inserts `Arc<Principal>`
+/// into the request extensions for the handlers below.
+pub async fn require_bearer(State(auth): State<Arc<Authenticator>>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let outcome = auth.authenticate(&parts).await;
+    auth.report(&outcome, &parts);
+    match outcome {
+        AuthOutcome::Accepted(principal) => {
+            parts.extensions.insert(principal);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        other => auth.refusal(parts.uri.path(), &other),
+    }
+}

@@ -1,0 +1,54 @@
+//! The verifier chain: each verifier either recognises a token, refuses it, or passes it on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::Principal;
+
+/// Why a verifier refused a token it recognised, or could not decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not valid for this server. The message is safe to show to the client.
+    #[error("{0}")]
+    Invalid(String),
+    /// The verifier could not reach what it needs (JWKS, introspection…): answer 503, never accept.
+    #[error("token verification is temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Turns a bearer token into a principal.
+#[async_trait]
+pub trait Verifier: Send + Sync {
+    /// `Ok(None)` means "not a token of mine": the chain asks the next verifier.
+    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError>;
+}
+
+/// Verifiers asked in order; the first that recognises the token decides.
+#[derive(Clone, Default)]
+pub struct VerifierChain {
+    verifiers: Vec<Arc<dyn Verifier>>,
+}
+
+impl VerifierChain {
+    pub fn new(verifiers: Vec<Arc<dyn Verifier>>) -> Self {
+        Self { verifiers }
+    }
+
+    pub fn push(&mut self, verifier: Arc<dyn Verifier>) {
+        self.verifiers.push(verifier);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.verifiers.is_empty()
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Principal, VerifyError> {
+        for verifier in &self.verifiers {
+            if let Some(principal) = verifier.verify(token).await? {
+                return Ok(principal);
+            }
+        }
+        Err(VerifyError::Invalid("the access token is not recognised".into()))
+    }
+}

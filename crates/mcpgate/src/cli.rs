@@ -1,0 +1,207 @@
+//! The command line: `serve` (the default) and `config check`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::backend::builtin::BuiltinBackend;
+use crate::backend::gateway::{GatewayBackend, UpstreamTarget};
+use crate::config::{Config, ConfigArgs, DEFAULT_TOKEN_NAME, NamedToken, Secret, Transport, Upstream};
+use crate::{http, telemetry, transport};
+
+#[derive(Parser)]
+#[command(name = "mcpgate", version, about = "MCP server runtime and gateway with OAuth 2.1-protected HTTP transports")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Generate a random static token for this run and print it once (quick start).
+    #[arg(long)]
+    generate_token: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration with secrets redacted, or every error, one per line.
+    Check(ConfigArgs),
+}
+
+/// Runs the command line; the process exit code is the return value.
+pub fn main() -> std::process::ExitCode {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `mcpgate --port 9000` means `mcpgate serve --port 9000`.
+    let first = argv.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    let explicit = matches!(first.as_deref(), Some("serve" | "config" | "help" | "-h" | "--help" | "-V" | "--version"));
+    if !explicit {
+        argv.insert(1, "serve".into());
+    }
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Serve(args) => {
+            let config = match Config::load(&args.config) {
+                Ok(config) => config,
+                Err(errors) => return report_errors(&errors),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config, args.generate_token)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_check(args: &ConfigArgs) -> std::process::ExitCode {
+    match Config::load(args) {
+        Ok(config) => {
+            print!("{}", config.render_redacted());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(errors) => report_errors(&errors),
+    }
+}
+
+fn report_errors(errors: &[crate::config::ConfigError]) -> std::process::ExitCode {
+    for error in errors {
+        eprintln!("config error: {error}");
+    }
+    std::process::ExitCode::from(2)
+}
+
+async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
+    telemetry::init(&config.log_level, config.log_format);
+    let generated = if generate_token && !config.tokens.iter().any(|t| t.name == DEFAULT_TOKEN_NAME) {
+        let secret = random_token();
+        config.tokens.insert(0, NamedToken { name: DEFAULT_TOKEN_NAME.into(), secret: Secret::new(secret.clone()), scopes: Vec::new() });
+        Some(secret)
+    } else {
+        None
+    };
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let backend = backend(&config, shutdown.clone()).await?;
+
+    if config.transport == Transport::Stdio {
+        return transport::stdio::serve(&config, backend, shutdown).await;
+    }
+    if !config.auth_required() {
+        tracing::warn!("no MCP_AUTH_TOKEN or [[tokens]] configured: the HTTP endpoints accept anyone");
+    }
+    let listener = tokio::net::TcpListener::bind((config.host, config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    let addr = listener.local_addr()?;
+    let app = http::build(&config, backend, shutdown.clone());
+    print_banner(&config, addr, generated.as_deref());
+    tracing::info!(%addr, transport = ?config.transport, "listening");
+    http::serve(listener, app.router, shutdown, config.shutdown_grace).await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+async fn backend(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match &config.upstream {
+        None => Arc::new(
+            BuiltinBackend::open(&config.notes_db)
+                .await
+                .with_context(|| format!("cannot open the notes store {}", config.notes_db.display()))?,
+        ),
+        Some(upstream) => {
+            let target = match upstream {
+                Upstream::Command(cmd) => UpstreamTarget::Command(cmd.clone()),
+                Upstream::Url(url) => UpstreamTarget::Url(url.clone()),
+            };
+            GatewayBackend::connect(target, config.tool_timeout, shutdown)
+                .await
+                .context("cannot start the upstream MCP server")?
+        }
+    })
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut sig) => {
+                    sig.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate => {}
+        }
+        tracing::info!("shutdown requested");
+        shutdown.cancel();
+    });
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How to connect, on stdout, once. The generated token (if any) appears here and nowhere else.
+fn print_banner(config: &Config, addr: std::net::SocketAddr, generated: Option<&str>) {
+    let base = format!("http://{addr}");
+    let mut out = format!("mcpgate {} listening on {base}\n", env!("CARGO_PKG_VERSION"));
+    if config.transport == Transport::StreamableHttp {
+        out.push_str(&format!("  Streamable HTTP  {base}/mcp\n"));
+    }
+    if config.transport == Transport::Sse || config.legacy_sse {
+        out.push_str(&format!("  Legacy SSE       {base}/sse\n"));
+    }
+    let url = if config.transport == Transport::Sse { format!("{base}/sse") } else { format!("{base}/mcp") };
+    if config.auth_required() {
+        let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+        out.push_str(&format!("  Auth             static bearer tokens ({})\n", names.join(", ")));
+        let token = generated.unwrap_or("$MCP_AUTH_TOKEN");
+        if generated.is_some() {
+            out.push_str(&format!("  Token            {token}   (generated for this run; shown once)\n"));
+        }
+        out.push_str("Connect:\n");
+        out.push_str(&format!(
+            "  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list --header \"Authorization: Bearer {token}\"\n"
+        ));
+        out.push_str(&format!(
+            "  claude mcp add --transport http mcpgate {url} --header \"Authorization: Bearer {token}\"\n"
+        ));
+    } else {
+        out.push_str("  Auth             none (set MCP_AUTH_TOKEN to require a bearer token)\n");
+        out.push_str(&format!("Connect:\n  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list\n"));
+    }
+    print!("{out}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}

@@ -1,0 +1,101 @@
+use std::ffi::OsString;
+
+use clap::Parser;
+
+use super::*;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: ConfigArgs,
+}
+
+fn args(flags: &[&str]) -> ConfigArgs {
+    let argv: Vec<OsString> = std::iter::once("mcpgate").chain(flags.iter().copied()).map(Into::into).collect();
+    Cli::try_parse_from(argv).expect("flags parse").args
+}
+
+#[test]
+fn defaults_match_the_old_server() {
+    let config = Config::resolve(&ConfigArgs::default(), FileConfig::default()).unwrap();
+    assert_eq!(config.transport, Transport::Stdio);
+    assert_eq!(config.host.to_string(), "127.0.0.1");
+    assert_eq!(config.port, 8080);
+    assert_eq!(config.rate_limit_rpm, 120);
+    assert!(config.legacy_sse);
+    assert!(config.dns_rebinding_protection);
+    assert!(!config.auth_required());
+}
+
+#[test]
+fn flags_win_over_the_file_and_the_file_over_defaults() {
+    let file = FileConfig::parse("port = 9000\nhost = \"0.0.0.0\"\nrate_limit_rpm = 5\n").unwrap();
+    let config = Config::resolve(&args(&["--port", "9100"]), file).unwrap();
+    assert_eq!(config.port, 9100);
+    assert_eq!(config.host.to_string(), "0.0.0.0");
+    assert_eq!(config.rate_limit_rpm, 5);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_line_number() {
+    let err = FileConfig::parse("port = 1\nprot = 2\n").unwrap_err();
+    assert_eq!(err.key, "line 2");
+    assert!(err.message.contains("unknown field `prot`"), "{}", err.message);
+}
+
+#[test]
+fn named_tokens_carry_scopes_and_never_print_their_secret() {
+    let file = FileConfig::parse(
+        "auth_token = \"main-secret\"\n[[tokens]]\nname = \"ci\"\ntoken = \"ci-secret\"\nscopes = [\"mcp:tools:read\"]\n",
+    )
+    .unwrap();
+    let config = Config::resolve(&ConfigArgs::default(), file).unwrap();
+    let names: Vec<_> = config.tokens.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["default", "ci"]);
+    assert_eq!(config.tokens[1].scopes, ["mcp:tools:read"]);
+    let rendered = config.render_redacted();
+    assert!(!rendered.contains("main-secret") && !rendered.contains("ci-secret"), "{rendered}");
+    assert!(rendered.contains("<redacted>"));
+    assert!(!format!("{config:?}").contains("ci-secret"));
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let file = FileConfig::parse(
+        "upstream_command = \"x\"\nupstream_url = \"ftp://y\"\nmax_body_bytes = 10\nlog_level = \"[[\"\n\
+         [[tokens]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    let errors = Config::resolve(&ConfigArgs::default(), file).unwrap_err();
+    let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"upstream_command"), "{keys:?}");
+    assert!(keys.contains(&"max_body_bytes"), "{keys:?}");
+    assert!(keys.contains(&"log_level"), "{keys:?}");
+    assert!(keys.contains(&"tokens[0]"), "{keys:?}");
+}
+
+#[test]
+fn lists_from_flags_are_comma_separated() {
+    let config = Config::resolve(
+        &args(&["--allowed-hosts", "mcp.example.com,localhost", "--cors-allowed-origins", "https://a.example"]),
+        FileConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(config.allowed_hosts, ["mcp.example.com", "localhost"]);
+    assert_eq!(config.cors_allowed_origins, ["https://a.example"]);
+}
+
+#[test]
+fn malformed_origins_are_refused() {
+    let errors =
+        Config::resolve(&args(&["--cors-allowed-origins", "not a url"]), FileConfig::default()).unwrap_err();
+    assert_eq!(errors[0].key, "cors_allowed_origins");
+}
+
+#[test]
+fn upstream_url_userinfo_is_redacted() {
+    let config = Config::resolve(&args(&["--upstream-url", "https://u:p@up.example/mcp"]), FileConfig::default())
+        .unwrap();
+    let rendered = config.render_redacted();
+    assert!(!rendered.contains("u:p@"), "{rendered}");
+}

@@ -1,0 +1,172 @@
+//! The axum application: routes, and the layers every request crosses, outermost first:
+//! trace → panic catcher → metrics → Host/Origin guard → CORS → body limit → timeout,
+//! then for MCP routes: per-IP rate limit → authentication → per-principal rate limit →
+//! session binding → transport.
+
+pub mod guard;
+mod server;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use http::{HeaderName, Method, header};
+use mcpgate_auth::Principal;
+use mcpgate_auth::resource::{Authenticator, StaticToken, StaticTokenVerifier, VerifierChain, layer::require_bearer};
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use server::serve;
+
+use crate::backend::{Backend, TransportKind};
+use crate::config::{Config, Transport};
+use crate::handler::McpHandler;
+use crate::ops::audit::AuditObserver;
+use crate::ops::health::{self, HealthState};
+use crate::ops::metrics as ops_metrics;
+use crate::ops::rate_limit::{self, RateLimits};
+use crate::session::{self, SessionBindings};
+use crate::transport::{sse, streamable};
+
+/// Request headers MCP clients send, which CORS must allow.
+const MCP_REQUEST_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+];
+
+/// What the running app shares with the rest of the process.
+pub struct App {
+    pub router: Router,
+    pub sessions: Arc<SessionBindings>,
+}
+
+pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationToken) -> App {
+    let auth = authenticator(config);
+    let limits = RateLimits::new(config.rate_limit_rpm);
+    if let Some(limits) = &limits {
+        limits.spawn_housekeeping(shutdown.clone());
+    }
+    let sessions = Arc::new(SessionBindings::default());
+
+    let mut mcp = Router::new();
+    if config.transport == Transport::StreamableHttp {
+        let (service, manager) = streamable::service(config, backend.clone(), shutdown.clone());
+        sessions.spawn_sweeper(manager, shutdown.clone());
+        let streamable = Router::new()
+            .route_service("/mcp", service)
+            .layer(from_fn_with_state(sessions.clone(), session::bind_streamable_sessions));
+        mcp = mcp.merge(streamable);
+    }
+    if config.transport == Transport::Sse || config.legacy_sse {
+        let tool_timeout = config.tool_timeout;
+        let sse_backend = backend.clone();
+        let transport = sse::SseTransport::new(
+            move || McpHandler::new(sse_backend.clone(), TransportKind::LegacySse, tool_timeout),
+            "/messages",
+            shutdown.clone(),
+        );
+        mcp = mcp.merge(
+            Router::new()
+                .route("/sse", get(sse::open_stream))
+                .route("/messages", post(sse::post_message))
+                .with_state(transport),
+        );
+    }
+    if let Some(limits) = &limits {
+        mcp = mcp.layer(from_fn_with_state(limits.clone(), rate_limit::per_principal));
+    }
+    mcp = match auth {
+        Some(auth) => mcp.layer(from_fn_with_state(auth, require_bearer)),
+        None => mcp.layer(from_fn(anonymous)),
+    };
+    if let Some(limits) = &limits {
+        mcp = mcp.layer(from_fn_with_state(limits.clone(), rate_limit::per_ip));
+    }
+
+    let policy = Arc::new(guard::OriginPolicy::new(
+        &config.allowed_hosts,
+        config.dns_rebinding_protection,
+        &config.cors_allowed_origins,
+    ));
+    let mut guarded = mcp.layer(from_fn_with_state(policy, guard::check_origin)).layer(cors(config));
+    if config.metrics_enabled
+        && let Some(handle) = ops_metrics::install()
+    {
+        guarded = guarded.merge(Router::new().route("/metrics", get(ops_metrics::render)).with_state(handle));
+    }
+
+    let health_state = HealthState { started: Instant::now(), backend };
+    let open = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .with_state(health_state);
+
+    let router = guarded
+        .merge(open)
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::GATEWAY_TIMEOUT, config.request_timeout))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(from_fn(ops_metrics::track))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http());
+    App { router, sessions }
+}
+
+fn authenticator(config: &Config) -> Option<Arc<Authenticator>> {
+    if !config.auth_required() {
+        return None;
+    }
+    let tokens = config
+        .tokens
+        .iter()
+        .map(|t| StaticToken::new(t.name.clone(), t.secret.expose(), t.scopes.iter().cloned()))
+        .collect();
+    let chain = VerifierChain::new(vec![Arc::new(StaticTokenVerifier::new(tokens))]);
+    Some(Arc::new(Authenticator::new(chain).with_realm("mcpgate").with_observer(Arc::new(AuditObserver))))
+}
+
+/// With authentication off every HTTP caller is the same anonymous principal.
+async fn anonymous(mut request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    request.extensions_mut().insert(Arc::new(Principal::anonymous()));
+    next.run(request).await
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let allow_origin = if config.cors_allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.cors_allowed_origins.iter().filter_map(|o| o.trim_end_matches('/').parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(MCP_REQUEST_HEADERS.map(HeaderName::from_static))
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<axum::body::Body> {
+    metrics::counter!("mcpgate_panics_total").increment(1);
+    tracing::error!("a request handler panicked");
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32603, "message": "Internal error" } });
+    let mut response = http::Response::new(axum::body::Body::from(body.to_string()));
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,69 @@
+//! The audit log: one structured record per authentication outcome and per tool call.
+//!
+//! Records go to the `mcpgate::audit` tracing target, so operators can route them separately
+//! (`MCP_LOG_LEVEL=info,mcpgate::audit=info`). They name principals, never secrets.
+
+use std::time::Duration;
+
+use mcpgate_auth::Principal;
+use mcpgate_auth::resource::{AuthEvent, AuthObserver, AuthOutcome};
+
+use crate::backend::TransportKind;
+
+/// Reports every authentication decision to the audit log and the metrics.
+pub struct AuditObserver;
+
+impl AuthObserver for AuditObserver {
+    fn on_auth(&self, event: &AuthEvent<'_>) {
+        let outcome = event.outcome.label();
+        metrics::counter!("mcpgate_auth_total", "outcome" => outcome).increment(1);
+        let peer = event.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        match event.outcome {
+            AuthOutcome::Accepted(principal) => tracing::info!(
+                target: "mcpgate::audit",
+                event = "auth",
+                outcome,
+                principal = principal.display_name(),
+                issuer = %principal.issuer,
+                client_id = principal.client_id.as_deref().unwrap_or(""),
+                method = %event.method,
+                path = event.path,
+                peer,
+            ),
+            AuthOutcome::Rejected(reason) | AuthOutcome::Unavailable(reason) => tracing::warn!(
+                target: "mcpgate::audit",
+                event = "auth",
+                outcome,
+                reason = reason.as_str(),
+                method = %event.method,
+                path = event.path,
+                peer,
+            ),
+            AuthOutcome::Missing | AuthOutcome::Malformed(_) => tracing::info!(
+                target: "mcpgate::audit",
+                event = "auth",
+                outcome,
+                method = %event.method,
+                path = event.path,
+                peer,
+            ),
+        }
+    }
+}
+
+/// Records one tool call.
+pub fn tool_call(principal: &Principal, transport: TransportKind, tool: &str, outcome: &'static str, took: Duration) {
+    metrics::counter!("mcpgate_tool_calls_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("mcpgate_tool_call_seconds").record(took.as_secs_f64());
+    tracing::info!(
+        target: "mcpgate::audit",
+        event = "tool_call",
+        principal = principal.display_name(),
+        issuer = %principal.issuer,
+        client_id = principal.client_id.as_deref().unwrap_or(""),
+        transport = transport.as_str(),
+        tool,
+        outcome,
+        took_ms = took.as_millis() as u64,
+    );
+}

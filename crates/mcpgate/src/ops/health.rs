@@ -1,0 +1,36 @@
+//! `/health` (alive: status, version, uptime) and `/ready` (the store and upstream answer).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+use crate::backend::Backend;
+
+#[derive(Clone)]
+pub struct HealthState {
+    pub started: Instant,
+    pub backend: Arc<dyn Backend>,
+}
+
+pub async fn health(State(state): State<HealthState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+pub async fn ready(State(state): State<HealthState>) -> Response {
+    match state.backend.readiness().await {
+        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "reason": reason })),
+        )
+            .into_response(),
+    }
+}

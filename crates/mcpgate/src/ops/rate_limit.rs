@@ -1,0 +1,114 @@
+//! Requests per minute per client IP (before authentication) and per principal (after).
+
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{HeaderValue, StatusCode, header};
+use mcpgate_auth::{Principal, PrincipalKey};
+use tokio_util::sync::CancellationToken;
+
+pub struct RateLimits {
+    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    by_principal: DefaultKeyedRateLimiter<PrincipalKey>,
+}
+
+impl RateLimits {
+    /// `None` when `rpm` is 0 (rate limiting disabled).
+    pub fn new(rpm: u32) -> Option<Arc<Self>> {
+        let quota = Quota::per_minute(NonZeroU32::new(rpm)?);
+        Some(Arc::new(Self {
+            by_ip: RateLimiter::keyed(quota),
+            by_principal: RateLimiter::keyed(quota),
+        }))
+    }
+
+    /// Forgets idle keys now and then, so the maps stay as small as the set of active callers.
+    pub fn spawn_housekeeping(self: &Arc<Self>, shutdown: CancellationToken) {
+        let limits = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(limits) = limits.upgrade() else { return };
+                limits.by_ip.retain_recent();
+                limits.by_principal.retain_recent();
+                limits.by_ip.shrink_to_fit();
+                limits.by_principal.shrink_to_fit();
+            }
+        });
+    }
+}
+
+fn check<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), Response> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        too_many_requests(wait)
+    })
+}
+
+fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    metrics::counter!("mcpgate_rate_limited_total").increment(1);
+    let body = serde_json::json!({
+        "error": "rate_limited",
+        "error_description": format!("too many requests; retry in {seconds} s"),
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// Middleware keyed by the TCP peer's address.
+pub async fn per_ip(State(limits): State<Arc<RateLimits>>, request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(refused) = check(&limits.by_ip, &peer.ip())
+    {
+        return refused;
+    }
+    next.run(request).await
+}
+
+/// Middleware keyed by the authenticated principal; runs after authentication.
+pub async fn per_principal(State(limits): State<Arc<RateLimits>>, request: Request, next: Next) -> Response {
+    if let Some(principal) = request.extensions().get::<Arc<Principal>>()
+        && let Err(refused) = check(&limits.by_principal, &principal.key())
+    {
+        return refused;
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_beyond_the_quota_with_a_retry_after() {
+        let limits = RateLimits::new(2).unwrap();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        assert!(check(&limits.by_ip, &ip).is_ok());
+        assert!(check(&limits.by_ip, &ip).is_ok());
+        let refused = check(&limits.by_ip, &ip).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = refused.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=30).contains(&retry), "{retry}");
+        let other: IpAddr = [127, 0, 0, 2].into();
+        assert!(check(&limits.by_ip, &other).is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn zero_disables() {
+        assert!(RateLimits::new(0).is_none());
+    }
+}

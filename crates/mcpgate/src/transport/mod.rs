@@ -1,0 +1,5 @@
+//! The three ways MCP reaches mcpgate.
+
+pub mod sse;
+pub mod stdio;
+pub mod streamable;

@@ -1,0 +1,37 @@
+//! Streamable HTTP at `/mcp`: rmcp's service, in both protocol eras (stateful sessions for
+//! 2025-11-25 and older, stateless requests for 2026-07-28).
+
+use std::sync::Arc;
+
+use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, TransportKind};
+use crate::config::Config;
+use crate::handler::McpHandler;
+
+pub type McpService = StreamableHttpService<McpHandler, LocalSessionManager>;
+
+/// Builds the service and the session manager it uses (the session binder sweeps against it).
+pub fn service(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationToken) -> (McpService, Arc<LocalSessionManager>) {
+    let mut sessions = SessionConfig::default();
+    sessions.keep_alive = Some(config.session_idle_timeout);
+    let mut manager = LocalSessionManager::default();
+    manager.session_config = sessions;
+    let manager = Arc::new(manager);
+    let tool_timeout = config.tool_timeout;
+    // Host and Origin are checked by our own guard in front of every route (and
+    // before authentication), so rmcp's copy of that check is switched off.
+    let http_config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .disable_allowed_origins()
+        .with_cancellation_token(shutdown)
+        .with_max_request_body_bytes(config.max_body_bytes);
+    let service = StreamableHttpService::new(
+        move || Ok(McpHandler::new(backend.clone(), TransportKind::StreamableHttp, tool_timeout)),
+        manager.clone(),
+        http_config,
+    );
+    (service, manager)
+}
