@@ -15,7 +15,11 @@ impl ScopeSet {
 
     /// Parses the `scope` wire form: tokens separated by one or more spaces.
     pub fn parse(value: &str) -> Self {
-        value.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        value
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn contains(&self, scope: &str) -> bool {

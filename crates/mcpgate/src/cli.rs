@@ -9,11 +9,17 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::Backend;
 use crate::backend::builtin::BuiltinBackend;
 use crate::backend::gateway::{GatewayBackend, UpstreamTarget};
-use crate::config::{Config, ConfigArgs, DEFAULT_TOKEN_NAME, NamedToken, Secret, Transport, Upstream};
+use crate::config::{
+    Config, ConfigArgs, DEFAULT_TOKEN_NAME, NamedToken, Secret, Transport, Upstream,
+};
 use crate::{http, telemetry, transport};
 
 #[derive(Parser)]
-#[command(name = "mcpgate", version, about = "MCP server runtime and gateway with OAuth 2.1-protected HTTP transports")]
+#[command(
+    name = "mcpgate",
+    version,
+    about = "MCP server runtime and gateway with OAuth 2.1-protected HTTP transports"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +54,10 @@ pub fn main() -> std::process::ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `mcpgate --port 9000` means `mcpgate serve --port 9000`.
     let first = argv.get(1).and_then(|a| a.to_str()).map(str::to_owned);
-    let explicit = matches!(first.as_deref(), Some("serve" | "config" | "help" | "-h" | "--help" | "-V" | "--version"));
+    let explicit = matches!(
+        first.as_deref(),
+        Some("serve" | "config" | "help" | "-h" | "--help" | "-V" | "--version")
+    );
     if !explicit {
         argv.insert(1, "serve".into());
     }
@@ -97,9 +106,17 @@ fn report_errors(errors: &[crate::config::ConfigError]) -> std::process::ExitCod
 
 async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
     telemetry::init(&config.log_level, config.log_format);
-    let generated = if generate_token && !config.tokens.iter().any(|t| t.name == DEFAULT_TOKEN_NAME) {
+    let generated = if generate_token && !config.tokens.iter().any(|t| t.name == DEFAULT_TOKEN_NAME)
+    {
         let secret = random_token();
-        config.tokens.insert(0, NamedToken { name: DEFAULT_TOKEN_NAME.into(), secret: Secret::new(secret.clone()), scopes: Vec::new() });
+        config.tokens.insert(
+            0,
+            NamedToken {
+                name: DEFAULT_TOKEN_NAME.into(),
+                secret: Secret::new(secret.clone()),
+                scopes: Vec::new(),
+            },
+        );
         Some(secret)
     } else {
         None
@@ -112,7 +129,9 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         return transport::stdio::serve(&config, backend, shutdown).await;
     }
     if !config.auth_required() {
-        tracing::warn!("no MCP_AUTH_TOKEN or [[tokens]] configured: the HTTP endpoints accept anyone");
+        tracing::warn!(
+            "no MCP_AUTH_TOKEN or [[tokens]] configured: the HTTP endpoints accept anyone"
+        );
     }
     let listener = tokio::net::TcpListener::bind((config.host, config.port))
         .await
@@ -131,7 +150,9 @@ async fn backend(config: &Config, shutdown: CancellationToken) -> anyhow::Result
         None => Arc::new(
             BuiltinBackend::open(&config.notes_db)
                 .await
-                .with_context(|| format!("cannot open the notes store {}", config.notes_db.display()))?,
+                .with_context(|| {
+                    format!("cannot open the notes store {}", config.notes_db.display())
+                })?,
         ),
         Some(upstream) => {
             let target = match upstream {
@@ -176,20 +197,32 @@ fn random_token() -> String {
 /// How to connect, on stdout, once. The generated token (if any) appears here and nowhere else.
 fn print_banner(config: &Config, addr: std::net::SocketAddr, generated: Option<&str>) {
     let base = format!("http://{addr}");
-    let mut out = format!("mcpgate {} listening on {base}\n", env!("CARGO_PKG_VERSION"));
+    let mut out = format!(
+        "mcpgate {} listening on {base}\n",
+        env!("CARGO_PKG_VERSION")
+    );
     if config.transport == Transport::StreamableHttp {
         out.push_str(&format!("  Streamable HTTP  {base}/mcp\n"));
     }
     if config.transport == Transport::Sse || config.legacy_sse {
         out.push_str(&format!("  Legacy SSE       {base}/sse\n"));
     }
-    let url = if config.transport == Transport::Sse { format!("{base}/sse") } else { format!("{base}/mcp") };
+    let url = if config.transport == Transport::Sse {
+        format!("{base}/sse")
+    } else {
+        format!("{base}/mcp")
+    };
     if config.auth_required() {
         let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
-        out.push_str(&format!("  Auth             static bearer tokens ({})\n", names.join(", ")));
+        out.push_str(&format!(
+            "  Auth             static bearer tokens ({})\n",
+            names.join(", ")
+        ));
         let token = generated.unwrap_or("$MCP_AUTH_TOKEN");
         if generated.is_some() {
-            out.push_str(&format!("  Token            {token}   (generated for this run; shown once)\n"));
+            out.push_str(&format!(
+                "  Token            {token}   (generated for this run; shown once)\n"
+            ));
         }
         out.push_str("Connect:\n");
         out.push_str(&format!(

@@ -30,12 +30,28 @@ pub struct McpHandler {
 }
 
 impl McpHandler {
-    pub fn new(backend: Arc<dyn Backend>, transport: TransportKind, tool_timeout: Duration) -> Self {
-        Self { backend, transport, tool_timeout }
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        transport: TransportKind,
+        tool_timeout: Duration,
+    ) -> Self {
+        Self {
+            backend,
+            transport,
+            tool_timeout,
+        }
     }
 
-    fn call<'a>(&self, principal: &'a Arc<Principal>, context: &'a RequestContext<RoleServer>) -> Call<'a> {
-        Call { principal, transport: self.transport, context }
+    fn call<'a>(
+        &self,
+        principal: &'a Arc<Principal>,
+        context: &'a RequestContext<RoleServer>,
+    ) -> Call<'a> {
+        Call {
+            principal,
+            transport: self.transport,
+            context,
+        }
     }
 }
 
@@ -66,7 +82,10 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let tools = self.backend.list_tools(self.call(&principal, &context)).await?;
+        let tools = self
+            .backend
+            .list_tools(self.call(&principal, &context))
+            .await?;
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -80,12 +99,16 @@ impl ServerHandler for McpHandler {
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             self.tool_timeout,
-            self.backend.call_tool(request, self.call(&principal, &context)),
+            self.backend
+                .call_tool(request, self.call(&principal, &context)),
         )
         .await
         .unwrap_or_else(|_| {
             Err(ErrorData::internal_error(
-                format!("tool call timed out after {} s", self.tool_timeout.as_secs()),
+                format!(
+                    "tool call timed out after {} s",
+                    self.tool_timeout.as_secs()
+                ),
                 None,
             ))
         });
@@ -104,7 +127,10 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let items = self.backend.list_resources(self.call(&principal, &context)).await?;
+        let items = self
+            .backend
+            .list_resources(self.call(&principal, &context))
+            .await?;
         Ok(ListResourcesResult::with_all_items(items))
     }
 
@@ -114,7 +140,10 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let items = self.backend.list_resource_templates(self.call(&principal, &context)).await?;
+        let items = self
+            .backend
+            .list_resource_templates(self.call(&principal, &context))
+            .await?;
         Ok(ListResourceTemplatesResult::with_all_items(items))
     }
 
@@ -136,7 +165,10 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let items = self.backend.list_prompts(self.call(&principal, &context)).await?;
+        let items = self
+            .backend
+            .list_prompts(self.call(&principal, &context))
+            .await?;
         Ok(ListPromptsResult::with_all_items(items))
     }
 
@@ -158,7 +190,9 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        self.backend.complete(request, self.call(&principal, &context)).await
+        self.backend
+            .complete(request, self.call(&principal, &context))
+            .await
     }
 
     #[allow(deprecated)]
@@ -168,7 +202,9 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let principal = principal_of(&context.extensions);
-        self.backend.set_level(request, self.call(&principal, &context)).await
+        self.backend
+            .set_level(request, self.call(&principal, &context))
+            .await
     }
 
     #[allow(deprecated)]
@@ -178,7 +214,9 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let principal = principal_of(&context.extensions);
-        self.backend.subscribe(request, self.call(&principal, &context)).await
+        self.backend
+            .subscribe(request, self.call(&principal, &context))
+            .await
     }
 
     #[allow(deprecated)]
@@ -188,18 +226,28 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let principal = principal_of(&context.extensions);
-        self.backend.unsubscribe(request, self.call(&principal, &context)).await
+        self.backend
+            .unsubscribe(request, self.call(&principal, &context))
+            .await
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         self.backend.on_initialized(&context).await;
     }
 
-    async fn on_cancelled(&self, notification: CancelledNotificationParam, context: NotificationContext<RoleServer>) {
+    async fn on_cancelled(
+        &self,
+        notification: CancelledNotificationParam,
+        context: NotificationContext<RoleServer>,
+    ) {
         self.backend.on_cancelled(notification, &context).await;
     }
 
-    async fn on_progress(&self, notification: ProgressNotificationParam, context: NotificationContext<RoleServer>) {
+    async fn on_progress(
+        &self,
+        notification: ProgressNotificationParam,
+        context: NotificationContext<RoleServer>,
+    ) {
         self.backend.on_progress(notification, &context).await;
     }
 

@@ -29,7 +29,8 @@ pub struct SessionBindings {
 impl SessionBindings {
     pub fn bind(&self, session: &str, owner: PrincipalKey) {
         self.lock().insert(session.to_owned(), owner);
-        metrics::gauge!("mcpgate_sessions", "transport" => "streamable-http").set(self.len() as f64);
+        metrics::gauge!("mcpgate_sessions", "transport" => "streamable-http")
+            .set(self.len() as f64);
     }
 
     pub fn owner(&self, session: &str) -> Option<PrincipalKey> {
@@ -38,7 +39,8 @@ impl SessionBindings {
 
     pub fn unbind(&self, session: &str) {
         self.lock().remove(session);
-        metrics::gauge!("mcpgate_sessions", "transport" => "streamable-http").set(self.len() as f64);
+        metrics::gauge!("mcpgate_sessions", "transport" => "streamable-http")
+            .set(self.len() as f64);
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +53,11 @@ impl SessionBindings {
 
     /// Sessions owned by principals matching `predicate` (used to close a revoked user's sessions).
     pub fn sessions_of(&self, predicate: impl Fn(&PrincipalKey) -> bool) -> Vec<String> {
-        self.lock().iter().filter(|(_, k)| predicate(k)).map(|(s, _)| s.clone()).collect()
+        self.lock()
+            .iter()
+            .filter(|(_, k)| predicate(k))
+            .map(|(s, _)| s.clone())
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PrincipalKey>> {
@@ -59,7 +65,11 @@ impl SessionBindings {
     }
 
     /// Drops bindings of sessions the session manager has expired, once a minute.
-    pub fn spawn_sweeper<M: SessionManager>(self: &Arc<Self>, manager: Arc<M>, shutdown: CancellationToken) {
+    pub fn spawn_sweeper<M: SessionManager>(
+        self: &Arc<Self>,
+        manager: Arc<M>,
+        shutdown: CancellationToken,
+    ) {
         let bindings = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -68,7 +78,9 @@ impl SessionBindings {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let Some(bindings) = bindings.upgrade() else { return };
+                let Some(bindings) = bindings.upgrade() else {
+                    return;
+                };
                 let ids: Vec<String> = bindings.lock().keys().cloned().collect();
                 for id in ids {
                     if !matches!(manager.has_session(&id.as_str().into()).await, Ok(true)) {
@@ -112,13 +124,18 @@ pub async fn bind_streamable_sessions(
     match presented {
         None => {
             if response.status().is_success()
-                && let Some(created) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+                && let Some(created) = response
+                    .headers()
+                    .get(SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
             {
                 bindings.bind(created, key);
             }
         }
         Some(session) => {
-            if method == Method::DELETE && response.status().is_success() || response.status() == StatusCode::NOT_FOUND {
+            if method == Method::DELETE && response.status().is_success()
+                || response.status() == StatusCode::NOT_FOUND
+            {
                 bindings.unbind(&session);
             }
         }

@@ -12,7 +12,9 @@ pub enum BearerError {
     Malformed,
     #[error("the request carries more than one Authorization header")]
     Duplicated,
-    #[error("access tokens are accepted in the Authorization header only, never in the query string")]
+    #[error(
+        "access tokens are accepted in the Authorization header only, never in the query string"
+    )]
     InQuery,
 }
 
@@ -67,7 +69,10 @@ mod tests {
 
     #[test]
     fn accepts_the_bearer_scheme_case_insensitively() {
-        assert_eq!(extract(&headers(&["Bearer abc.def-_~+/="]), None), Ok("abc.def-_~+/="));
+        assert_eq!(
+            extract(&headers(&["Bearer abc.def-_~+/="]), None),
+            Ok("abc.def-_~+/=")
+        );
         assert_eq!(extract(&headers(&["bearer abc"]), None), Ok("abc"));
         assert_eq!(extract(&headers(&["BEARER  abc"]), None), Ok("abc"));
     }
@@ -75,20 +80,44 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         assert_eq!(extract(&headers(&[]), None), Err(BearerError::Missing));
-        assert_eq!(extract(&headers(&["Basic dTpw"]), None), Err(BearerError::Malformed));
-        assert_eq!(extract(&headers(&["Bearer"]), None), Err(BearerError::Malformed));
-        assert_eq!(extract(&headers(&["Bearer "]), None), Err(BearerError::Malformed));
-        assert_eq!(extract(&headers(&["Bearer a b"]), None), Err(BearerError::Malformed));
-        assert_eq!(extract(&headers(&["Bearer a\"b"]), None), Err(BearerError::Malformed));
-        assert_eq!(extract(&headers(&["Bearer a", "Bearer b"]), None), Err(BearerError::Duplicated));
+        assert_eq!(
+            extract(&headers(&["Basic dTpw"]), None),
+            Err(BearerError::Malformed)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer"]), None),
+            Err(BearerError::Malformed)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer "]), None),
+            Err(BearerError::Malformed)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer a b"]), None),
+            Err(BearerError::Malformed)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer a\"b"]), None),
+            Err(BearerError::Malformed)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer a", "Bearer b"]), None),
+            Err(BearerError::Duplicated)
+        );
     }
 
     #[test]
     fn refuses_tokens_in_the_query_string() {
         assert_eq!(
-            extract(&headers(&["Bearer abc"]), Some("sessionId=1&access_token=abc")),
+            extract(
+                &headers(&["Bearer abc"]),
+                Some("sessionId=1&access_token=abc")
+            ),
             Err(BearerError::InQuery)
         );
-        assert_eq!(extract(&headers(&["Bearer abc"]), Some("x_access_token=1")), Ok("abc"));
+        assert_eq!(
+            extract(&headers(&["Bearer abc"]), Some("x_access_token=1")),
+            Ok("abc")
+        );
     }
 }

@@ -52,8 +52,12 @@ impl Challenge {
         if let Some(error) = self.error {
             params.push(("error", error.code().to_owned()));
         }
-        if let Some(description) = &self.description {
-            params.push(("error_description", quote(&sanitize_description(description))));
+        // RFC 6750 §3.1: a description only accompanies an error code.
+        if let Some(description) = self.description.as_ref().filter(|_| self.error.is_some()) {
+            params.push((
+                "error_description",
+                quote(&sanitize_description(description)),
+            ));
         }
         if let Some(scope) = &self.scope {
             params.push(("scope", quote(scope)));
@@ -71,7 +75,8 @@ impl Challenge {
 
     /// The status this challenge goes with: 401 without an error code or for `invalid_token`.
     pub fn status(&self) -> StatusCode {
-        self.error.map_or(StatusCode::UNAUTHORIZED, ChallengeError::status)
+        self.error
+            .map_or(StatusCode::UNAUTHORIZED, ChallengeError::status)
     }
 
     /// A response carrying this challenge and a JSON body saying what is wrong.
@@ -83,7 +88,9 @@ impl Challenge {
         });
         let mut response = (status, Json(body)).into_response();
         if let Ok(value) = HeaderValue::from_str(&self.header_value()) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
             .headers_mut()
@@ -122,7 +129,10 @@ mod tests {
 
     #[test]
     fn bare_challenge_is_just_the_scheme_and_realm() {
-        let c = Challenge { realm: Some("mcpgate".into()), ..Default::default() };
+        let c = Challenge {
+            realm: Some("mcpgate".into()),
+            ..Default::default()
+        };
         assert_eq!(c.header_value(), r#"Bearer realm="mcpgate""#);
         assert_eq!(c.status(), StatusCode::UNAUTHORIZED);
     }
@@ -154,7 +164,9 @@ mod tests {
         };
         let response = c.into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        let header = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        let header = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
         assert!(header.starts_with("Bearer error=\"invalid_token\""));
     }
 }

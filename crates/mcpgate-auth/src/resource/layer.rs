@@ -61,7 +61,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(chain: VerifierChain) -> Self {
-        Self { chain, realm: None, resource_metadata: Vec::new(), observer: None }
+        Self {
+            chain,
+            realm: None,
+            resource_metadata: Vec::new(),
+            observer: None,
+        }
     }
 
     pub fn with_realm(mut self, realm: impl Into<String>) -> Self {
@@ -70,8 +75,13 @@ impl Authenticator {
     }
 
     /// Challenges for requests under `path_prefix` carry `resource_metadata="<url>"`.
-    pub fn with_resource_metadata(mut self, path_prefix: impl Into<String>, url: impl Into<String>) -> Self {
-        self.resource_metadata.push((path_prefix.into(), url.into()));
+    pub fn with_resource_metadata(
+        mut self,
+        path_prefix: impl Into<String>,
+        url: impl Into<String>,
+    ) -> Self {
+        self.resource_metadata
+            .push((path_prefix.into(), url.into()));
         self
     }
 
@@ -114,7 +124,8 @@ impl Authenticator {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
             AuthOutcome::Missing => {
-                challenge.description = Some("no bearer token: send Authorization: Bearer <token>".into());
+                challenge.description =
+                    Some("no bearer token: send Authorization: Bearer <token>".into());
             }
             AuthOutcome::Malformed(BearerError::InQuery) => {
                 challenge.error = Some(ChallengeError::InvalidRequest);
@@ -134,8 +145,11 @@ impl Authenticator {
                     "error": "temporarily_unavailable",
                     "error_description": reason,
                 });
-                let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                let mut response =
+                    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
                 return response;
             }
         }
@@ -144,15 +158,27 @@ impl Authenticator {
 
     fn report(&self, outcome: &AuthOutcome, parts: &http::request::Parts) {
         if let Some(observer) = &self.observer {
-            let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-            observer.on_auth(&AuthEvent { outcome, method: &parts.method, path: parts.uri.path(), peer });
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            observer.on_auth(&AuthEvent {
+                outcome,
+                method: &parts.method,
+                path: parts.uri.path(),
+                peer,
+            });
         }
     }
 }
 
 /// Middleware: refuses unauthenticated requests with a challenge, or inserts `Arc<Principal>`
 /// into the request extensions for the handlers below.
-pub async fn require_bearer(State(auth): State<Arc<Authenticator>>, request: Request, next: Next) -> Response {
+pub async fn require_bearer(
+    State(auth): State<Arc<Authenticator>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let outcome = auth.authenticate(&parts).await;
     auth.report(&outcome, &parts);

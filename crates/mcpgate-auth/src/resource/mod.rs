@@ -9,4 +9,4 @@ pub mod verifier;
 pub use challenge::{Challenge, ChallengeError};
 pub use layer::{AuthEvent, AuthObserver, AuthOutcome, Authenticator};
 pub use static_token::{StaticToken, StaticTokenVerifier};
-pub use verifier::{VerifyError, Verifier, VerifierChain};
+pub use verifier::{Verifier, VerifierChain, VerifyError};

@@ -93,7 +93,10 @@ mod tests {
         let ci = verifier.verify("beta").await.unwrap().unwrap();
         assert_eq!(ci.subject, "ci");
         assert!(ci.scopes.contains("mcp:tools:read"));
-        assert_eq!(verifier.verify("alpha").await.unwrap().unwrap().subject, "default");
+        assert_eq!(
+            verifier.verify("alpha").await.unwrap().unwrap().subject,
+            "default"
+        );
         assert_eq!(verifier.verify("alph").await.unwrap(), None);
         assert_eq!(verifier.verify("alphaa").await.unwrap(), None);
     }

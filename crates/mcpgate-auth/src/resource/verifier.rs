@@ -49,6 +49,8 @@ impl VerifierChain {
                 return Ok(principal);
             }
         }
-        Err(VerifyError::Invalid("the access token is not recognised".into()))
+        Err(VerifyError::Invalid(
+            "the access token is not recognised".into(),
+        ))
     }
 }

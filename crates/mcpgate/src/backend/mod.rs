@@ -16,7 +16,7 @@ use rmcp::RoleServer;
 #[allow(deprecated)]
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, CancelledNotificationParam, CompleteRequestParams,
-    CompleteResult, GetPromptRequestParams, GetPromptResult, Prompt, ProgressNotificationParam,
+    CompleteResult, GetPromptRequestParams, GetPromptResult, ProgressNotificationParam, Prompt,
     ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities,
     SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
@@ -55,41 +55,94 @@ pub trait Backend: Send + Sync + 'static {
     fn capabilities(&self) -> ServerCapabilities;
 
     async fn list_tools(&self, call: Call<'_>) -> Result<Vec<Tool>, ErrorData>;
-    async fn call_tool(&self, params: CallToolRequestParams, call: Call<'_>) -> Result<CallToolResult, ErrorData>;
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        call: Call<'_>,
+    ) -> Result<CallToolResult, ErrorData>;
 
     async fn list_resources(&self, _call: Call<'_>) -> Result<Vec<Resource>, ErrorData> {
         Ok(Vec::new())
     }
-    async fn list_resource_templates(&self, _call: Call<'_>) -> Result<Vec<ResourceTemplate>, ErrorData> {
+    async fn list_resource_templates(
+        &self,
+        _call: Call<'_>,
+    ) -> Result<Vec<ResourceTemplate>, ErrorData> {
         Ok(Vec::new())
     }
-    async fn read_resource(&self, params: ReadResourceRequestParams, _call: Call<'_>) -> Result<ReadResourceResult, ErrorData> {
-        Err(ErrorData::resource_not_found(format!("no resource {}", params.uri), None))
+    async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        _call: Call<'_>,
+    ) -> Result<ReadResourceResult, ErrorData> {
+        Err(ErrorData::resource_not_found(
+            format!("no resource {}", params.uri),
+            None,
+        ))
     }
     async fn list_prompts(&self, _call: Call<'_>) -> Result<Vec<Prompt>, ErrorData> {
         Ok(Vec::new())
     }
-    async fn get_prompt(&self, params: GetPromptRequestParams, _call: Call<'_>) -> Result<GetPromptResult, ErrorData> {
-        Err(ErrorData::invalid_params(format!("no prompt {}", params.name), None))
+    async fn get_prompt(
+        &self,
+        params: GetPromptRequestParams,
+        _call: Call<'_>,
+    ) -> Result<GetPromptResult, ErrorData> {
+        Err(ErrorData::invalid_params(
+            format!("no prompt {}", params.name),
+            None,
+        ))
     }
-    async fn complete(&self, _params: CompleteRequestParams, _call: Call<'_>) -> Result<CompleteResult, ErrorData> {
+    async fn complete(
+        &self,
+        _params: CompleteRequestParams,
+        _call: Call<'_>,
+    ) -> Result<CompleteResult, ErrorData> {
         Ok(CompleteResult::default())
     }
     #[allow(deprecated)]
-    async fn set_level(&self, _params: SetLevelRequestParams, _call: Call<'_>) -> Result<(), ErrorData> {
+    async fn set_level(
+        &self,
+        _params: SetLevelRequestParams,
+        _call: Call<'_>,
+    ) -> Result<(), ErrorData> {
         Ok(())
     }
-    async fn subscribe(&self, _params: SubscribeRequestParams, _call: Call<'_>) -> Result<(), ErrorData> {
-        Err(ErrorData::invalid_request("resource subscriptions are not supported", None))
+    async fn subscribe(
+        &self,
+        _params: SubscribeRequestParams,
+        _call: Call<'_>,
+    ) -> Result<(), ErrorData> {
+        Err(ErrorData::invalid_request(
+            "resource subscriptions are not supported",
+            None,
+        ))
     }
-    async fn unsubscribe(&self, _params: UnsubscribeRequestParams, _call: Call<'_>) -> Result<(), ErrorData> {
-        Err(ErrorData::invalid_request("resource subscriptions are not supported", None))
+    async fn unsubscribe(
+        &self,
+        _params: UnsubscribeRequestParams,
+        _call: Call<'_>,
+    ) -> Result<(), ErrorData> {
+        Err(ErrorData::invalid_request(
+            "resource subscriptions are not supported",
+            None,
+        ))
     }
 
     /// Client-to-server notifications, for backends that forward them.
     async fn on_initialized(&self, _context: &NotificationContext<RoleServer>) {}
-    async fn on_cancelled(&self, _params: CancelledNotificationParam, _context: &NotificationContext<RoleServer>) {}
-    async fn on_progress(&self, _params: ProgressNotificationParam, _context: &NotificationContext<RoleServer>) {}
+    async fn on_cancelled(
+        &self,
+        _params: CancelledNotificationParam,
+        _context: &NotificationContext<RoleServer>,
+    ) {
+    }
+    async fn on_progress(
+        &self,
+        _params: ProgressNotificationParam,
+        _context: &NotificationContext<RoleServer>,
+    ) {
+    }
     async fn on_roots_list_changed(&self, _context: &NotificationContext<RoleServer>) {}
 
     /// `Err` with a reason when the backend cannot serve requests right now (`/ready`).

@@ -61,7 +61,10 @@ impl FileConfig {
                 .span()
                 .map(|span| format!("line {}", text[..span.start].lines().count().max(1)))
                 .unwrap_or_else(|| "config".into());
-            ConfigError { key: line, message: e.message().to_owned() }
+            ConfigError {
+                key: line,
+                message: e.message().to_owned(),
+            }
         })
     }
 }

@@ -15,7 +15,9 @@ pub use args::ConfigArgs;
 pub use file::FileConfig;
 
 /// Which transport `mcpgate serve` speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     Stdio,
@@ -23,7 +25,9 @@ pub enum Transport {
     Sse,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -102,7 +106,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -138,20 +145,36 @@ impl Config {
             (None, Some(url)) => match url::Url::parse(&url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => Some(Upstream::Url(url)),
                 _ => {
-                    errors.push(ConfigError::new("upstream_url", format!("not an http(s) URL: {url:?}")));
+                    errors.push(ConfigError::new(
+                        "upstream_url",
+                        format!("not an http(s) URL: {url:?}"),
+                    ));
                     None
                 }
             },
             (None, None) => None,
         };
         let config = Config {
-            transport: args.transport.or(file.transport).unwrap_or(Transport::Stdio),
-            host: args.host.or(file.host).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            transport: args
+                .transport
+                .or(file.transport)
+                .unwrap_or(Transport::Stdio),
+            host: args
+                .host
+                .or(file.host)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
             port: args.port.or(file.port).unwrap_or(8080),
             legacy_sse: args.legacy_sse.or(file.legacy_sse).unwrap_or(true),
             tokens,
-            log_level: args.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".into()),
-            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
             rate_limit_rpm: args.rate_limit_rpm.or(file.rate_limit_rpm).unwrap_or(120),
             allowed_hosts: args
                 .allowed_hosts
@@ -167,12 +190,29 @@ impl Config {
                 .enable_dns_rebinding_protection
                 .or(file.enable_dns_rebinding_protection)
                 .unwrap_or(true),
-            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(4 * 1024 * 1024),
-            request_timeout: secs(args.request_timeout_secs.or(file.request_timeout_secs).unwrap_or(60)),
-            tool_timeout: secs(args.tool_timeout_secs.or(file.tool_timeout_secs).unwrap_or(120)),
-            shutdown_grace: secs(args.shutdown_grace_secs.or(file.shutdown_grace_secs).unwrap_or(10)),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(4 * 1024 * 1024),
+            request_timeout: secs(
+                args.request_timeout_secs
+                    .or(file.request_timeout_secs)
+                    .unwrap_or(60),
+            ),
+            tool_timeout: secs(
+                args.tool_timeout_secs
+                    .or(file.tool_timeout_secs)
+                    .unwrap_or(120),
+            ),
+            shutdown_grace: secs(
+                args.shutdown_grace_secs
+                    .or(file.shutdown_grace_secs)
+                    .unwrap_or(10),
+            ),
             session_idle_timeout: secs(
-                args.session_idle_timeout_secs.or(file.session_idle_timeout_secs).unwrap_or(1800),
+                args.session_idle_timeout_secs
+                    .or(file.session_idle_timeout_secs)
+                    .unwrap_or(1800),
             ),
             notes_db: args
                 .notes_db
@@ -183,12 +223,19 @@ impl Config {
             metrics_enabled: args.metrics.or(file.metrics).unwrap_or(true),
         };
         config.validate(&mut errors);
-        if errors.is_empty() { Ok(config) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
     }
 
     fn validate(&self, errors: &mut Vec<ConfigError>) {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            errors.push(ConfigError::new("log_level", format!("not a valid filter: {e}")));
+            errors.push(ConfigError::new(
+                "log_level",
+                format!("not a valid filter: {e}"),
+            ));
         }
         if self.max_body_bytes < 1024 {
             errors.push(ConfigError::new("max_body_bytes", "must be at least 1024"));
@@ -211,7 +258,10 @@ impl Config {
             }
         }
         if self.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
-            errors.push(ConfigError::new("allowed_hosts", "entries must not be empty"));
+            errors.push(ConfigError::new(
+                "allowed_hosts",
+                "entries must not be empty",
+            ));
         }
     }
 
@@ -230,13 +280,21 @@ fn secs(value: u64) -> Duration {
     Duration::from_secs(value)
 }
 
-fn resolve_tokens(args: &ConfigArgs, file: &FileConfig, errors: &mut Vec<ConfigError>) -> Vec<NamedToken> {
+fn resolve_tokens(
+    args: &ConfigArgs,
+    file: &FileConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<NamedToken> {
     let mut tokens = Vec::new();
     if let Some(secret) = args.auth_token.clone().or_else(|| file.auth_token.clone()) {
         if secret.is_empty() {
             errors.push(ConfigError::new("auth_token", "must not be empty"));
         } else {
-            tokens.push(NamedToken { name: DEFAULT_TOKEN_NAME.into(), secret: Secret(secret), scopes: Vec::new() });
+            tokens.push(NamedToken {
+                name: DEFAULT_TOKEN_NAME.into(),
+                secret: Secret(secret),
+                scopes: Vec::new(),
+            });
         }
     }
     for (i, entry) in file.tokens.iter().enumerate() {
@@ -246,12 +304,18 @@ fn resolve_tokens(args: &ConfigArgs, file: &FileConfig, errors: &mut Vec<ConfigE
             (None, Some(var)) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Some(v),
                 _ => {
-                    errors.push(ConfigError::new(&key, format!("environment variable {var} is not set")));
+                    errors.push(ConfigError::new(
+                        &key,
+                        format!("environment variable {var} is not set"),
+                    ));
                     None
                 }
             },
             _ => {
-                errors.push(ConfigError::new(&key, "set exactly one of `token` or `token_env`"));
+                errors.push(ConfigError::new(
+                    &key,
+                    "set exactly one of `token` or `token_env`",
+                ));
                 None
             }
         };
@@ -260,7 +324,10 @@ fn resolve_tokens(args: &ConfigArgs, file: &FileConfig, errors: &mut Vec<ConfigE
             continue;
         }
         if tokens.iter().any(|t: &NamedToken| t.name == entry.name) {
-            errors.push(ConfigError::new(&key, format!("duplicate token name {:?}", entry.name)));
+            errors.push(ConfigError::new(
+                &key,
+                format!("duplicate token name {:?}", entry.name),
+            ));
             continue;
         }
         if let Some(secret) = secret {
@@ -269,7 +336,11 @@ fn resolve_tokens(args: &ConfigArgs, file: &FileConfig, errors: &mut Vec<ConfigE
             } else if tokens.iter().any(|t| t.secret.expose() == secret) {
                 errors.push(ConfigError::new(&key, "two tokens have the same secret"));
             } else {
-                tokens.push(NamedToken { name: entry.name.clone(), secret: Secret(secret), scopes: entry.scopes.clone() });
+                tokens.push(NamedToken {
+                    name: entry.name.clone(),
+                    secret: Secret(secret),
+                    scopes: entry.scopes.clone(),
+                });
             }
         }
     }

@@ -23,19 +23,43 @@ pub fn redacted_toml(config: &Config) -> String {
         LogFormat::Json => "json",
     };
     t.insert("log_format".into(), format.into());
-    t.insert("rate_limit_rpm".into(), i64::from(config.rate_limit_rpm).into());
+    t.insert(
+        "rate_limit_rpm".into(),
+        i64::from(config.rate_limit_rpm).into(),
+    );
     t.insert("allowed_hosts".into(), strings(&config.allowed_hosts));
-    t.insert("cors_allowed_origins".into(), strings(&config.cors_allowed_origins));
-    t.insert("enable_dns_rebinding_protection".into(), config.dns_rebinding_protection.into());
-    t.insert("max_body_bytes".into(), (config.max_body_bytes as i64).into());
-    t.insert("request_timeout_secs".into(), (config.request_timeout.as_secs() as i64).into());
-    t.insert("tool_timeout_secs".into(), (config.tool_timeout.as_secs() as i64).into());
-    t.insert("shutdown_grace_secs".into(), (config.shutdown_grace.as_secs() as i64).into());
+    t.insert(
+        "cors_allowed_origins".into(),
+        strings(&config.cors_allowed_origins),
+    );
+    t.insert(
+        "enable_dns_rebinding_protection".into(),
+        config.dns_rebinding_protection.into(),
+    );
+    t.insert(
+        "max_body_bytes".into(),
+        (config.max_body_bytes as i64).into(),
+    );
+    t.insert(
+        "request_timeout_secs".into(),
+        (config.request_timeout.as_secs() as i64).into(),
+    );
+    t.insert(
+        "tool_timeout_secs".into(),
+        (config.tool_timeout.as_secs() as i64).into(),
+    );
+    t.insert(
+        "shutdown_grace_secs".into(),
+        (config.shutdown_grace.as_secs() as i64).into(),
+    );
     t.insert(
         "session_idle_timeout_secs".into(),
         (config.session_idle_timeout.as_secs() as i64).into(),
     );
-    t.insert("notes_db".into(), config.notes_db.display().to_string().into());
+    t.insert(
+        "notes_db".into(),
+        config.notes_db.display().to_string().into(),
+    );
     t.insert("metrics".into(), config.metrics_enabled.into());
     match &config.upstream {
         Some(Upstream::Command(cmd)) => {

@@ -11,7 +11,10 @@ struct Cli {
 }
 
 fn args(flags: &[&str]) -> ConfigArgs {
-    let argv: Vec<OsString> = std::iter::once("mcpgate").chain(flags.iter().copied()).map(Into::into).collect();
+    let argv: Vec<OsString> = std::iter::once("mcpgate")
+        .chain(flags.iter().copied())
+        .map(Into::into)
+        .collect();
     Cli::try_parse_from(argv).expect("flags parse").args
 }
 
@@ -40,7 +43,11 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
 fn unknown_keys_are_errors_with_a_line_number() {
     let err = FileConfig::parse("port = 1\nprot = 2\n").unwrap_err();
     assert_eq!(err.key, "line 2");
-    assert!(err.message.contains("unknown field `prot`"), "{}", err.message);
+    assert!(
+        err.message.contains("unknown field `prot`"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -54,7 +61,10 @@ fn named_tokens_carry_scopes_and_never_print_their_secret() {
     assert_eq!(names, ["default", "ci"]);
     assert_eq!(config.tokens[1].scopes, ["mcp:tools:read"]);
     let rendered = config.render_redacted();
-    assert!(!rendered.contains("main-secret") && !rendered.contains("ci-secret"), "{rendered}");
+    assert!(
+        !rendered.contains("main-secret") && !rendered.contains("ci-secret"),
+        "{rendered}"
+    );
     assert!(rendered.contains("<redacted>"));
     assert!(!format!("{config:?}").contains("ci-secret"));
 }
@@ -77,7 +87,12 @@ fn every_error_is_reported_not_just_the_first() {
 #[test]
 fn lists_from_flags_are_comma_separated() {
     let config = Config::resolve(
-        &args(&["--allowed-hosts", "mcp.example.com,localhost", "--cors-allowed-origins", "https://a.example"]),
+        &args(&[
+            "--allowed-hosts",
+            "mcp.example.com,localhost",
+            "--cors-allowed-origins",
+            "https://a.example",
+        ]),
         FileConfig::default(),
     )
     .unwrap();
@@ -87,15 +102,21 @@ fn lists_from_flags_are_comma_separated() {
 
 #[test]
 fn malformed_origins_are_refused() {
-    let errors =
-        Config::resolve(&args(&["--cors-allowed-origins", "not a url"]), FileConfig::default()).unwrap_err();
+    let errors = Config::resolve(
+        &args(&["--cors-allowed-origins", "not a url"]),
+        FileConfig::default(),
+    )
+    .unwrap_err();
     assert_eq!(errors[0].key, "cors_allowed_origins");
 }
 
 #[test]
 fn upstream_url_userinfo_is_redacted() {
-    let config = Config::resolve(&args(&["--upstream-url", "https://u:p@up.example/mcp"]), FileConfig::default())
-        .unwrap();
+    let config = Config::resolve(
+        &args(&["--upstream-url", "https://u:p@up.example/mcp"]),
+        FileConfig::default(),
+    )
+    .unwrap();
     let rendered = config.render_redacted();
     assert!(!rendered.contains("u:p@"), "{rendered}");
 }

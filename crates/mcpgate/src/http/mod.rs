@@ -4,6 +4,7 @@
 //! session binding → transport.
 
 pub mod guard;
+pub mod jsonrpc;
 mod server;
 
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use http::{HeaderName, Method, header};
 use mcpgate_auth::Principal;
-use mcpgate_auth::resource::{Authenticator, StaticToken, StaticTokenVerifier, VerifierChain, layer::require_bearer};
+use mcpgate_auth::resource::{
+    Authenticator, StaticToken, StaticTokenVerifier, VerifierChain, layer::require_bearer,
+};
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -65,7 +68,11 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         sessions.spawn_sweeper(manager, shutdown.clone());
         let streamable = Router::new()
             .route_service("/mcp", service)
-            .layer(from_fn_with_state(sessions.clone(), session::bind_streamable_sessions));
+            .layer(from_fn(jsonrpc::reject_malformed))
+            .layer(from_fn_with_state(
+                sessions.clone(),
+                session::bind_streamable_sessions,
+            ));
         mcp = mcp.merge(streamable);
     }
     if config.transport == Transport::Sse || config.legacy_sse {
@@ -84,7 +91,10 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         );
     }
     if let Some(limits) = &limits {
-        mcp = mcp.layer(from_fn_with_state(limits.clone(), rate_limit::per_principal));
+        mcp = mcp.layer(from_fn_with_state(
+            limits.clone(),
+            rate_limit::per_principal,
+        ));
     }
     mcp = match auth {
         Some(auth) => mcp.layer(from_fn_with_state(auth, require_bearer)),
@@ -99,14 +109,23 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         config.dns_rebinding_protection,
         &config.cors_allowed_origins,
     ));
-    let mut guarded = mcp.layer(from_fn_with_state(policy, guard::check_origin)).layer(cors(config));
+    let mut guarded = mcp
+        .layer(from_fn_with_state(policy, guard::check_origin))
+        .layer(cors(config));
     if config.metrics_enabled
         && let Some(handle) = ops_metrics::install()
     {
-        guarded = guarded.merge(Router::new().route("/metrics", get(ops_metrics::render)).with_state(handle));
+        guarded = guarded.merge(
+            Router::new()
+                .route("/metrics", get(ops_metrics::render))
+                .with_state(handle),
+        );
     }
 
-    let health_state = HealthState { started: Instant::now(), backend };
+    let health_state = HealthState {
+        started: Instant::now(),
+        backend,
+    };
     let open = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -114,7 +133,10 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
 
     let router = guarded
         .merge(open)
-        .layer(TimeoutLayer::with_status_code(http::StatusCode::GATEWAY_TIMEOUT, config.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            config.request_timeout,
+        ))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(from_fn(ops_metrics::track))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -132,12 +154,21 @@ fn authenticator(config: &Config) -> Option<Arc<Authenticator>> {
         .map(|t| StaticToken::new(t.name.clone(), t.secret.expose(), t.scopes.iter().cloned()))
         .collect();
     let chain = VerifierChain::new(vec![Arc::new(StaticTokenVerifier::new(tokens))]);
-    Some(Arc::new(Authenticator::new(chain).with_realm("mcpgate").with_observer(Arc::new(AuditObserver))))
+    Some(Arc::new(
+        Authenticator::new(chain)
+            .with_realm("mcpgate")
+            .with_observer(Arc::new(AuditObserver)),
+    ))
 }
 
 /// With authentication off every HTTP caller is the same anonymous principal.
-async fn anonymous(mut request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    request.extensions_mut().insert(Arc::new(Principal::anonymous()));
+async fn anonymous(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    request
+        .extensions_mut()
+        .insert(Arc::new(Principal::anonymous()));
     next.run(request).await
 }
 
@@ -145,7 +176,12 @@ fn cors(config: &Config) -> CorsLayer {
     let allow_origin = if config.cors_allowed_origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(config.cors_allowed_origins.iter().filter_map(|o| o.trim_end_matches('/').parse().ok()))
+        AllowOrigin::list(
+            config
+                .cors_allowed_origins
+                .iter()
+                .filter_map(|o| o.trim_end_matches('/').parse().ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
@@ -165,8 +201,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32603, "message": "Internal error" } });
     let mut response = http::Response::new(axum::body::Body::from(body.to_string()));
     *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }

@@ -15,15 +15,21 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let signalled = shutdown.clone();
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { signalled.cancelled().await });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signalled.cancelled().await });
     let server = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     match tokio::time::timeout(grace, server).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(std::io::Error::other(join)),
         Err(_) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "in-flight requests did not finish in time; exiting"
+            );
             Ok(())
         }
     }

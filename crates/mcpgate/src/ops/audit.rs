@@ -52,7 +52,13 @@ impl AuthObserver for AuditObserver {
 }
 
 /// Records one tool call.
-pub fn tool_call(principal: &Principal, transport: TransportKind, tool: &str, outcome: &'static str, took: Duration) {
+pub fn tool_call(
+    principal: &Principal,
+    transport: TransportKind,
+    tool: &str,
+    outcome: &'static str,
+    took: Duration,
+) {
     metrics::counter!("mcpgate_tool_calls_total", "outcome" => outcome).increment(1);
     metrics::histogram!("mcpgate_tool_call_seconds").record(took.as_secs_f64());
     tracing::info!(

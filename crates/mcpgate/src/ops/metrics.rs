@@ -26,7 +26,10 @@ pub fn install() -> Option<PrometheusHandle> {
 
 pub async fn render(handle: axum::extract::State<PrometheusHandle>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
         .into_response()

@@ -40,7 +40,9 @@ impl RateLimits {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let Some(limits) = limits.upgrade() else { return };
+                let Some(limits) = limits.upgrade() else {
+                    return;
+                };
                 limits.by_ip.retain_recent();
                 limits.by_principal.retain_recent();
                 limits.by_ip.shrink_to_fit();
@@ -50,7 +52,10 @@ impl RateLimits {
     }
 }
 
-fn check<K: Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), Response> {
+fn check<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Response> {
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         too_many_requests(wait)
@@ -65,12 +70,18 @@ fn too_many_requests(wait: Duration) -> Response {
         "error_description": format!("too many requests; retry in {seconds} s"),
     });
     let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
 }
 
 /// Middleware keyed by the TCP peer's address.
-pub async fn per_ip(State(limits): State<Arc<RateLimits>>, request: Request, next: Next) -> Response {
+pub async fn per_ip(
+    State(limits): State<Arc<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         && let Err(refused) = check(&limits.by_ip, &peer.ip())
     {
@@ -80,7 +91,11 @@ pub async fn per_ip(State(limits): State<Arc<RateLimits>>, request: Request, nex
 }
 
 /// Middleware keyed by the authenticated principal; runs after authentication.
-pub async fn per_principal(State(limits): State<Arc<RateLimits>>, request: Request, next: Next) -> Response {
+pub async fn per_principal(
+    State(limits): State<Arc<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(principal) = request.extensions().get::<Arc<Principal>>()
         && let Err(refused) = check(&limits.by_principal, &principal.key())
     {
@@ -101,7 +116,11 @@ mod tests {
         assert!(check(&limits.by_ip, &ip).is_ok());
         let refused = check(&limits.by_ip, &ip).unwrap_err();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry: u64 = refused.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        let retry: u64 = refused.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=30).contains(&retry), "{retry}");
         let other: IpAddr = [127, 0, 0, 2].into();
         assert!(check(&limits.by_ip, &other).is_ok(), "keys are independent");

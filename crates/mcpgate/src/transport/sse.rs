@@ -25,6 +25,7 @@ use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::McpHandler;
+use crate::http::jsonrpc;
 use crate::session::session_not_found;
 
 /// Messages a client may have in flight on one session before POSTs wait.
@@ -91,7 +92,13 @@ pub async fn open_stream(State(transport): State<Arc<SseTransport>>, request: Re
 
     let remaining = {
         let mut sessions = transport.lock();
-        sessions.insert(id.clone(), Session { owner: principal.key(), inbound: inbound_tx });
+        sessions.insert(
+            id.clone(),
+            Session {
+                owner: principal.key(),
+                inbound: inbound_tx,
+            },
+        );
         sessions.len()
     };
     metrics::gauge!("mcpgate_sessions", "transport" => "sse").set(remaining as f64);
@@ -100,24 +107,37 @@ pub async fn open_stream(State(transport): State<Arc<SseTransport>>, request: Re
     let service_ct = session_ct.clone();
     let session_id = id.clone();
     tokio::spawn(async move {
-        match handler.serve_with_ct((outbound_tx, inbound_rx), service_ct.clone()).await {
+        match handler
+            .serve_with_ct((outbound_tx, inbound_rx), service_ct.clone())
+            .await
+        {
             Ok(running) => {
                 let _ = running.waiting().await;
             }
-            Err(e) => tracing::debug!(session = %session_id, error = %e, "legacy SSE session ended before initialize"),
+            Err(e) => {
+                tracing::debug!(session = %session_id, error = %e, "legacy SSE session ended before initialize")
+            }
         }
         // The handler is gone: end the client's stream too.
         service_ct.cancel();
     });
 
     let endpoint = format!("{}?sessionId={id}", transport.messages_path);
-    let guard = SessionGuard { transport: transport.clone(), id, ct: session_ct.clone() };
-    let events = futures::stream::once(async move { Ok(Event::default().event("endpoint").data(endpoint)) })
-        .chain(outbound_rx.map(|message| Ok(to_event(&message))))
-        .take_until(session_ct.cancelled_owned());
-    Sse::new(GuardedStream { inner: Box::pin(events), _guard: guard })
-        .keep_alive(KeepAlive::new().interval(transport.keep_alive))
-        .into_response()
+    let guard = SessionGuard {
+        transport: transport.clone(),
+        id,
+        ct: session_ct.clone(),
+    };
+    let events =
+        futures::stream::once(async move { Ok(Event::default().event("endpoint").data(endpoint)) })
+            .chain(outbound_rx.map(|message| Ok(to_event(&message))))
+            .take_until(session_ct.cancelled_owned());
+    Sse::new(GuardedStream {
+        inner: Box::pin(events),
+        _guard: guard,
+    })
+    .keep_alive(KeepAlive::new().interval(transport.keep_alive))
+    .into_response()
 }
 
 fn to_event(message: &ServerJsonRpcMessage) -> Event {
@@ -157,7 +177,10 @@ impl Stream for GuardedStream {
 }
 
 /// `POST /messages?sessionId=…`: hands one JSON-RPC message to the session; the reply goes down the stream.
-pub async fn post_message(State(transport): State<Arc<SseTransport>>, request: Request) -> Response {
+pub async fn post_message(
+    State(transport): State<Arc<SseTransport>>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let Some(session_id) = session_id_of(parts.uri.query()) else {
         return bad_request("the sessionId query parameter is required");
@@ -172,16 +195,16 @@ pub async fn post_message(State(transport): State<Arc<SseTransport>>, request: R
             _ => return session_not_found(),
         }
     };
-    if !is_json(&parts.headers) {
-        return (
+    if !jsonrpc::is_json(&parts.headers) {
+        return jsonrpc::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            axum::Json(jsonrpc_error(-32600, "Content-Type must be application/json")),
-        )
-            .into_response();
+            -32600,
+            "Content-Type must be application/json",
+        );
     }
     let bytes: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
-        Err(e) => return payload_error(&e),
+        Err(e) => return jsonrpc::read_error(&e),
     };
     let mut message: ClientJsonRpcMessage = match serde_json::from_slice(&bytes) {
         Ok(message) => message,
@@ -191,7 +214,7 @@ pub async fn post_message(State(transport): State<Arc<SseTransport>>, request: R
             } else {
                 (-32700, format!("Parse error: {e}"))
             };
-            return (StatusCode::BAD_REQUEST, axum::Json(jsonrpc_error(code, &text))).into_response();
+            return jsonrpc::error(StatusCode::BAD_REQUEST, code, &text);
         }
     };
     match &mut message {
@@ -208,12 +231,14 @@ pub async fn post_message(State(transport): State<Arc<SseTransport>>, request: R
         Ok(Ok(())) => (StatusCode::ACCEPTED, "Accepted").into_response(),
         Ok(Err(_)) => session_not_found(),
         Err(_) => {
-            let mut response = (
+            let mut response = jsonrpc::error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(jsonrpc_error(-32603, "the session is not reading its messages")),
-            )
-                .into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                -32603,
+                "the session is not reading its messages",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
             response
         }
     }
@@ -226,31 +251,8 @@ fn session_id_of(query: Option<&str>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
-}
-
 fn bad_request(message: &str) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(jsonrpc_error(-32600, message))).into_response()
-}
-
-// The body-limit layer reports an oversized body as an error while reading.
-fn payload_error(error: &axum::Error) -> Response {
-    let too_large = std::error::Error::source(error)
-        .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-    if too_large {
-        (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(jsonrpc_error(-32600, "request body too large"))).into_response()
-    } else {
-        bad_request("the request body could not be read")
-    }
-}
-
-fn jsonrpc_error(code: i64, message: &str) -> serde_json::Value {
-    serde_json::json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } })
+    jsonrpc::error(StatusCode::BAD_REQUEST, -32600, message)
 }
 
 /// 128 random bits, hex: unguessable and visible ASCII, as the transport spec asks.
@@ -265,18 +267,11 @@ mod tests {
     #[test]
     fn session_id_comes_from_the_query() {
         assert_eq!(session_id_of(Some("sessionId=abc")), Some("abc".into()));
-        assert_eq!(session_id_of(Some("x=1&sessionId=a%20b")), Some("a b".into()));
+        assert_eq!(
+            session_id_of(Some("x=1&sessionId=a%20b")),
+            Some("a b".into())
+        );
         assert_eq!(session_id_of(Some("sessionId=")), None);
         assert_eq!(session_id_of(None), None);
-    }
-
-    #[test]
-    fn content_type_must_be_json() {
-        let mut h = http::HeaderMap::new();
-        assert!(!is_json(&h));
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
-        assert!(is_json(&h));
-        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
-        assert!(!is_json(&h));
     }
 }

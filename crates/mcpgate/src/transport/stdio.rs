@@ -9,9 +9,15 @@ use crate::backend::{Backend, TransportKind};
 use crate::config::Config;
 use crate::handler::McpHandler;
 
-pub async fn serve(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: &Config,
+    backend: Arc<dyn Backend>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let handler = McpHandler::new(backend, TransportKind::Stdio, config.tool_timeout);
-    let running = handler.serve_with_ct(rmcp::transport::stdio(), shutdown).await?;
+    let running = handler
+        .serve_with_ct(rmcp::transport::stdio(), shutdown)
+        .await?;
     let reason = running.waiting().await?;
     tracing::info!(?reason, "stdio session ended");
     Ok(())

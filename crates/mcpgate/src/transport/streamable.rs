@@ -14,7 +14,11 @@ use crate::handler::McpHandler;
 pub type McpService = StreamableHttpService<McpHandler, LocalSessionManager>;
 
 /// Builds the service and the session manager it uses (the session binder sweeps against it).
-pub fn service(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationToken) -> (McpService, Arc<LocalSessionManager>) {
+pub fn service(
+    config: &Config,
+    backend: Arc<dyn Backend>,
+    shutdown: CancellationToken,
+) -> (McpService, Arc<LocalSessionManager>) {
     let mut sessions = SessionConfig::default();
     sessions.keep_alive = Some(config.session_idle_timeout);
     let mut manager = LocalSessionManager::default();
@@ -29,7 +33,13 @@ pub fn service(config: &Config, backend: Arc<dyn Backend>, shutdown: Cancellatio
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(config.max_body_bytes);
     let service = StreamableHttpService::new(
-        move || Ok(McpHandler::new(backend.clone(), TransportKind::StreamableHttp, tool_timeout)),
+        move || {
+            Ok(McpHandler::new(
+                backend.clone(),
+                TransportKind::StreamableHttp,
+                tool_timeout,
+            ))
+        },
         manager.clone(),
         http_config,
     );

@@ -36,11 +36,19 @@ pub struct BuiltinBackend {
 
 impl BuiltinBackend {
     pub async fn open(notes_db: &Path) -> Result<Self, BuiltinError> {
-        let tools = tool_definitions().map_err(|e| BuiltinError::Definition(e.message.to_string()))?;
-        Ok(Self { notes: NotesStore::open(notes_db).await?, tools })
+        let tools =
+            tool_definitions().map_err(|e| BuiltinError::Definition(e.message.to_string()))?;
+        Ok(Self {
+            notes: NotesStore::open(notes_db).await?,
+            tools,
+        })
     }
 
-    async fn run_tool(&self, params: CallToolRequestParams, call: &Call<'_>) -> Result<CallToolResult, ErrorData> {
+    async fn run_tool(
+        &self,
+        params: CallToolRequestParams,
+        call: &Call<'_>,
+    ) -> Result<CallToolResult, ErrorData> {
         let principal = call.principal.as_ref();
         let args = Value::Object(params.arguments.unwrap_or_default());
         match params.name.as_ref() {
@@ -68,7 +76,9 @@ impl BuiltinBackend {
             "notes_get" => {
                 let IdArgs { id } = parse_args(args)?;
                 match self.notes.get(principal, &id).await {
-                    Ok(Some(note)) => Ok(CallToolResult::success(vec![ContentBlock::text(note.content)])),
+                    Ok(Some(note)) => Ok(CallToolResult::success(vec![ContentBlock::text(
+                        note.content,
+                    )])),
                     Ok(None) => Ok(tool_error(format!("no note named {id:?}"))),
                     Err(e) => note_failure(e),
                 }
@@ -76,7 +86,9 @@ impl BuiltinBackend {
             "notes_put" => {
                 let PutArgs { id, content } = parse_args(args)?;
                 match self.notes.put(principal, &id, &content).await {
-                    Ok(note) => Ok(structured(json!({ "id": note.id, "updated_at": note.updated_at }))),
+                    Ok(note) => Ok(structured(
+                        json!({ "id": note.id, "updated_at": note.updated_at }),
+                    )),
                     Err(e) => note_failure(e),
                 }
             }
@@ -88,7 +100,10 @@ impl BuiltinBackend {
                     Err(e) => note_failure(e),
                 }
             }
-            other => Err(ErrorData::invalid_params(format!("unknown tool {other:?}"), None)),
+            other => Err(ErrorData::invalid_params(
+                format!("unknown tool {other:?}"),
+                None,
+            )),
         }
     }
 }
@@ -107,7 +122,8 @@ struct PutArgs {
 }
 
 fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, ErrorData> {
-    serde_json::from_value(args).map_err(|e| ErrorData::invalid_params(format!("invalid arguments: {e}"), None))
+    serde_json::from_value(args)
+        .map_err(|e| ErrorData::invalid_params(format!("invalid arguments: {e}"), None))
 }
 
 fn structured(value: Value) -> CallToolResult {
@@ -123,7 +139,9 @@ fn tool_error(message: String) -> CallToolResult {
 /// Input problems are the caller's to fix (tool error); store failures are ours (JSON-RPC error).
 fn note_failure(e: NotesError) -> Result<CallToolResult, ErrorData> {
     match e {
-        NotesError::InvalidId | NotesError::TooLarge | NotesError::TooMany => Ok(tool_error(e.to_string())),
+        NotesError::InvalidId | NotesError::TooLarge | NotesError::TooMany => {
+            Ok(tool_error(e.to_string()))
+        }
         other => Err(store_error(other)),
     }
 }
@@ -134,7 +152,8 @@ fn store_error(e: NotesError) -> ErrorData {
 }
 
 fn from_json<T: DeserializeOwned>(value: Value) -> Result<T, ErrorData> {
-    serde_json::from_value(value).map_err(|e| ErrorData::internal_error(format!("malformed built-in MCP object: {e}"), None))
+    serde_json::from_value(value)
+        .map_err(|e| ErrorData::internal_error(format!("malformed built-in MCP object: {e}"), None))
 }
 
 fn tool_definitions() -> Result<Vec<Tool>, ErrorData> {
@@ -206,14 +225,23 @@ impl Backend for BuiltinBackend {
     }
 
     fn capabilities(&self) -> ServerCapabilities {
-        ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().build()
+        ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_prompts()
+            .enable_completions()
+            .build()
     }
 
     async fn list_tools(&self, _call: Call<'_>) -> Result<Vec<Tool>, ErrorData> {
         Ok(self.tools.clone())
     }
 
-    async fn call_tool(&self, params: CallToolRequestParams, call: Call<'_>) -> Result<CallToolResult, ErrorData> {
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        call: Call<'_>,
+    ) -> Result<CallToolResult, ErrorData> {
         self.run_tool(params, &call).await
     }
 
@@ -222,7 +250,10 @@ impl Backend for BuiltinBackend {
         notes.iter().map(note_resource).collect()
     }
 
-    async fn list_resource_templates(&self, _call: Call<'_>) -> Result<Vec<ResourceTemplate>, ErrorData> {
+    async fn list_resource_templates(
+        &self,
+        _call: Call<'_>,
+    ) -> Result<Vec<ResourceTemplate>, ErrorData> {
         Ok(vec![from_json(json!({
             "uriTemplate": "notes://{id}",
             "name": "note",
@@ -232,13 +263,23 @@ impl Backend for BuiltinBackend {
         }))?])
     }
 
-    async fn read_resource(&self, params: ReadResourceRequestParams, call: Call<'_>) -> Result<ReadResourceResult, ErrorData> {
-        let not_found = || ErrorData::resource_not_found(format!("no resource {}", params.uri), None);
+    async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        call: Call<'_>,
+    ) -> Result<ReadResourceResult, ErrorData> {
+        let not_found =
+            || ErrorData::resource_not_found(format!("no resource {}", params.uri), None);
         let id = params.uri.strip_prefix(NOTE_SCHEME).ok_or_else(not_found)?;
         if notes::validate_id(id).is_err() {
             return Err(not_found());
         }
-        let note = self.notes.get(call.principal, id).await.map_err(store_error)?.ok_or_else(not_found)?;
+        let note = self
+            .notes
+            .get(call.principal, id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
         from_json(json!({
             "contents": [{ "uri": params.uri, "mimeType": "text/plain", "text": note.content }],
         }))
@@ -253,9 +294,16 @@ impl Backend for BuiltinBackend {
         }))?])
     }
 
-    async fn get_prompt(&self, params: GetPromptRequestParams, call: Call<'_>) -> Result<GetPromptResult, ErrorData> {
+    async fn get_prompt(
+        &self,
+        params: GetPromptRequestParams,
+        call: Call<'_>,
+    ) -> Result<GetPromptResult, ErrorData> {
         if params.name != "review_notes" {
-            return Err(ErrorData::invalid_params(format!("no prompt {:?}", params.name), None));
+            return Err(ErrorData::invalid_params(
+                format!("no prompt {:?}", params.name),
+                None,
+            ));
         }
         let focus = params
             .arguments
@@ -268,7 +316,11 @@ impl Backend for BuiltinBackend {
         let listing = if notes.is_empty() {
             "(no notes yet)".to_owned()
         } else {
-            notes.iter().map(|n| format!("## {}\n{}", n.id, n.content)).collect::<Vec<_>>().join("\n\n")
+            notes
+                .iter()
+                .map(|n| format!("## {}\n{}", n.id, n.content))
+                .collect::<Vec<_>>()
+                .join("\n\n")
         };
         from_json(json!({
             "description": "Review of your notes",
@@ -279,7 +331,11 @@ impl Backend for BuiltinBackend {
         }))
     }
 
-    async fn complete(&self, params: CompleteRequestParams, call: Call<'_>) -> Result<CompleteResult, ErrorData> {
+    async fn complete(
+        &self,
+        params: CompleteRequestParams,
+        call: Call<'_>,
+    ) -> Result<CompleteResult, ErrorData> {
         let reference = serde_json::to_value(&params.r#ref).unwrap_or_default();
         let is_note_template = reference.get("uri").and_then(Value::as_str) == Some("notes://{id}");
         if !is_note_template || params.argument.name != "id" {
@@ -287,7 +343,12 @@ impl Backend for BuiltinBackend {
         }
         let prefix = params.argument.value.as_str();
         let notes = self.notes.list(call.principal).await.map_err(store_error)?;
-        let values: Vec<&str> = notes.iter().map(|n| n.id.as_str()).filter(|id| id.starts_with(prefix)).take(100).collect();
+        let values: Vec<&str> = notes
+            .iter()
+            .map(|n| n.id.as_str())
+            .filter(|id| id.starts_with(prefix))
+            .take(100)
+            .collect();
         from_json(json!({ "completion": { "values": values, "hasMore": false } }))
     }
 
@@ -306,13 +367,21 @@ mod tests {
         assert_eq!(tools.len(), 5);
         for tool in tools {
             let a = tool.annotations.expect("annotated");
-            assert!(a.read_only_hint.is_some() && a.destructive_hint.is_some(), "{}", tool.name);
+            assert!(
+                a.read_only_hint.is_some() && a.destructive_hint.is_some(),
+                "{}",
+                tool.name
+            );
         }
     }
 
     #[test]
     fn resources_and_prompts_are_well_formed() {
-        let note = Note { id: "a".into(), content: "xyz".into(), updated_at: 0 };
+        let note = Note {
+            id: "a".into(),
+            content: "xyz".into(),
+            updated_at: 0,
+        };
         assert_eq!(note_resource(&note).unwrap().uri, "notes://a");
     }
 }

@@ -44,7 +44,10 @@ impl NotesStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations/notes").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -62,7 +65,14 @@ impl NotesStore {
         .bind(&owner.subject)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(id, content, updated_at)| Note { id, content, updated_at }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, content, updated_at)| Note {
+                id,
+                content,
+                updated_at,
+            })
+            .collect())
     }
 
     pub async fn get(&self, owner: &Principal, id: &str) -> Result<Option<Note>, NotesError> {
@@ -75,16 +85,27 @@ impl NotesStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(content, updated_at)| Note { id: id.to_owned(), content, updated_at }))
+        Ok(row.map(|(content, updated_at)| Note {
+            id: id.to_owned(),
+            content,
+            updated_at,
+        }))
     }
 
     /// Creates or replaces a note; the count limit and the write are one transaction.
-    pub async fn put(&self, owner: &Principal, id: &str, content: &str) -> Result<Note, NotesError> {
+    pub async fn put(
+        &self,
+        owner: &Principal,
+        id: &str,
+        content: &str,
+    ) -> Result<Note, NotesError> {
         validate_id(id)?;
         if content.len() > MAX_CONTENT_BYTES {
             return Err(NotesError::TooLarge);
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let mut tx = self.pool.begin().await?;
         let (count,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM notes WHERE owner_issuer = ? AND owner_subject = ? AND id <> ?",
@@ -109,18 +130,24 @@ impl NotesStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Note { id: id.to_owned(), content: content.to_owned(), updated_at: now })
+        Ok(Note {
+            id: id.to_owned(),
+            content: content.to_owned(),
+            updated_at: now,
+        })
     }
 
     /// `true` when a note was deleted.
     pub async fn delete(&self, owner: &Principal, id: &str) -> Result<bool, NotesError> {
         validate_id(id)?;
-        let done = sqlx::query("DELETE FROM notes WHERE owner_issuer = ? AND owner_subject = ? AND id = ?")
-            .bind(&owner.issuer)
-            .bind(&owner.subject)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM notes WHERE owner_issuer = ? AND owner_subject = ? AND id = ?",
+        )
+        .bind(&owner.issuer)
+        .bind(&owner.subject)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -128,8 +155,14 @@ impl NotesStore {
 pub fn validate_id(id: &str) -> Result<(), NotesError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok { Ok(()) } else { Err(NotesError::InvalidId) }
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NotesError::InvalidId)
+    }
 }
 
 #[cfg(test)]
@@ -139,7 +172,12 @@ mod tests {
 
     async fn store() -> (NotesStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        (NotesStore::open(&dir.path().join("notes.db")).await.unwrap(), dir)
+        (
+            NotesStore::open(&dir.path().join("notes.db"))
+                .await
+                .unwrap(),
+            dir,
+        )
     }
 
     #[tokio::test]
@@ -151,7 +189,10 @@ mod tests {
         assert_eq!(store.get(&bob, "todo").await.unwrap(), None);
         assert!(store.list(&bob).await.unwrap().is_empty());
         assert!(!store.delete(&bob, "todo").await.unwrap());
-        assert_eq!(store.get(&alice, "todo").await.unwrap().unwrap().content, "alice's");
+        assert_eq!(
+            store.get(&alice, "todo").await.unwrap().unwrap().content,
+            "alice's"
+        );
     }
 
     #[tokio::test]
@@ -171,10 +212,16 @@ mod tests {
         let (store, _dir) = store().await;
         let p = Principal::from_static_token("p", ScopeSet::new());
         for id in ["", "a/b", "../x", "a b", &"x".repeat(129)] {
-            assert!(matches!(store.put(&p, id, "c").await, Err(NotesError::InvalidId)), "{id:?}");
+            assert!(
+                matches!(store.put(&p, id, "c").await, Err(NotesError::InvalidId)),
+                "{id:?}"
+            );
         }
         let big = "x".repeat(MAX_CONTENT_BYTES + 1);
-        assert!(matches!(store.put(&p, "big", &big).await, Err(NotesError::TooLarge)));
+        assert!(matches!(
+            store.put(&p, "big", &big).await,
+            Err(NotesError::TooLarge)
+        ));
         assert!(store.list(&p).await.unwrap().is_empty());
     }
 }

@@ -1,0 +1,367 @@
+//! The gateway backend: mcpgate fronts another MCP server, a stdio command it runs as a child
+//! process or a Streamable HTTP URL, and serves that server's tools, resources, prompts and
+//! completions to its own (authenticated) clients.
+//!
+//! - [`upstream`]: connecting, supervising and reconnecting the upstream.
+//! - [`client_handler`]: what the upstream sends on its own (notifications, sampling, …) goes
+//!   back to the downstream clients.
+//! - [`downstream`]: the registry of downstream sessions and in-flight calls that routing uses.
+//! - [`forward`]: one downstream request → one upstream request, with timeout and cancellation.
+
+#![allow(deprecated)] // logging and resources/subscribe are deprecated by SEP-2577 but still forwarded
+
+mod client_handler;
+mod downstream;
+mod forward;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+    ClientRequest, CompleteRequest, CompleteRequestParams, CompleteResult, GetPromptRequest,
+    GetPromptRequestParams, GetPromptResult, ListPromptsRequest, ListResourceTemplatesRequest,
+    ListResourcesRequest, ListToolsRequest, Prompt, ReadResourceRequest, ReadResourceRequestParams,
+    ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities, ServerResult,
+    SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, Tool,
+    UnsubscribeRequest, UnsubscribeRequestParams,
+};
+use rmcp::service::NotificationContext;
+use rmcp::{ErrorData, RoleServer};
+use tokio_util::sync::CancellationToken;
+
+use self::downstream::Hub;
+use self::forward::{Forwarder, unexpected};
+use self::upstream::Upstream;
+pub use self::upstream::UpstreamTarget;
+use super::{Backend, Call};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid upstream command: {0}")]
+    InvalidCommand(String),
+    #[error("cannot start upstream command `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid upstream URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("upstream MCP handshake failed: {0}")]
+    Handshake(String),
+}
+
+/// A [`Backend`] that forwards everything to an upstream MCP server.
+pub struct GatewayBackend {
+    upstream: Arc<Upstream>,
+    hub: Arc<Hub>,
+    call_timeout: Duration,
+}
+
+impl GatewayBackend {
+    /// Start the upstream and complete its MCP handshake. A failure here is returned (bad
+    /// command, unreachable URL); failures after that are retried in the background until
+    /// `shutdown` is cancelled, which also stops the upstream.
+    pub async fn connect(
+        target: UpstreamTarget,
+        call_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let hub = Arc::new(Hub::default());
+        let upstream = Upstream::start(target, Arc::clone(&hub), shutdown).await?;
+        Ok(Arc::new(Self {
+            upstream,
+            hub,
+            call_timeout,
+        }))
+    }
+
+    /// Remember the caller's session (for notifications) and get a forwarder for its request.
+    fn forwarder(&self, call: &Call<'_>) -> Forwarder<'_> {
+        self.hub.register(&call.context.peer);
+        Forwarder {
+            upstream: &self.upstream,
+            hub: &self.hub,
+            timeout: self.call_timeout,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: impl Into<ClientRequest>,
+        call: &Call<'_>,
+    ) -> Result<ServerResult, ErrorData> {
+        self.forwarder(call)
+            .send(request.into(), call.context)
+            .await
+    }
+
+    fn upstream_capabilities(&self) -> ServerCapabilities {
+        self.upstream
+            .info()
+            .map(|info| info.capabilities.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn empty_result(result: ServerResult) -> Result<(), ErrorData> {
+    match result {
+        ServerResult::EmptyResult(_) => Ok(()),
+        _ => Err(unexpected()),
+    }
+}
+
+#[async_trait]
+impl Backend for GatewayBackend {
+    fn implementation(&self) -> (String, String, Option<String>) {
+        let info = self.upstream.info();
+        let instructions = info.as_ref().and_then(|info| info.instructions.clone());
+        match info.as_ref().and_then(|info| info.server_info.as_ref()) {
+            Some(server) => (server.name.clone(), server.version.clone(), instructions),
+            None => (
+                "mcpgate-gateway".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+                instructions,
+            ),
+        }
+    }
+
+    /// The upstream's capabilities, minus what the gateway cannot forward (experimental
+    /// methods, extensions such as tasks).
+    fn capabilities(&self) -> ServerCapabilities {
+        let upstream = self.upstream_capabilities();
+        let mut capabilities = ServerCapabilities::default();
+        capabilities.tools = upstream.tools;
+        capabilities.resources = upstream.resources;
+        capabilities.prompts = upstream.prompts;
+        capabilities.completions = upstream.completions;
+        capabilities.logging = upstream.logging;
+        capabilities
+    }
+
+    async fn list_tools(&self, call: Call<'_>) -> Result<Vec<Tool>, ErrorData> {
+        if self.upstream_capabilities().tools.is_none() {
+            return Ok(Vec::new());
+        }
+        self.forwarder(&call)
+            .list_all(
+                |params| {
+                    ListToolsRequest {
+                        params,
+                        ..Default::default()
+                    }
+                    .into()
+                },
+                |result| match result {
+                    ServerResult::ListToolsResult(page) => Some((page.tools, page.next_cursor)),
+                    _ => None,
+                },
+                call.context,
+            )
+            .await
+    }
+
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        call: Call<'_>,
+    ) -> Result<CallToolResult, ErrorData> {
+        match self.send(CallToolRequest::new(params), &call).await? {
+            ServerResult::CallToolResult(result) => Ok(result),
+            // Some servers answer a tool call with no content at all.
+            ServerResult::EmptyResult(_) => Ok(CallToolResult::default()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_resources(&self, call: Call<'_>) -> Result<Vec<Resource>, ErrorData> {
+        if self.upstream_capabilities().resources.is_none() {
+            return Ok(Vec::new());
+        }
+        self.forwarder(&call)
+            .list_all(
+                |params| {
+                    ListResourcesRequest {
+                        params,
+                        ..Default::default()
+                    }
+                    .into()
+                },
+                |result| match result {
+                    ServerResult::ListResourcesResult(page) => {
+                        Some((page.resources, page.next_cursor))
+                    }
+                    _ => None,
+                },
+                call.context,
+            )
+            .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        call: Call<'_>,
+    ) -> Result<Vec<ResourceTemplate>, ErrorData> {
+        if self.upstream_capabilities().resources.is_none() {
+            return Ok(Vec::new());
+        }
+        self.forwarder(&call)
+            .list_all(
+                |params| {
+                    ListResourceTemplatesRequest {
+                        params,
+                        ..Default::default()
+                    }
+                    .into()
+                },
+                |result| match result {
+                    ServerResult::ListResourceTemplatesResult(page) => {
+                        Some((page.resource_templates, page.next_cursor))
+                    }
+                    _ => None,
+                },
+                call.context,
+            )
+            .await
+    }
+
+    async fn read_resource(
+        &self,
+        params: ReadResourceRequestParams,
+        call: Call<'_>,
+    ) -> Result<ReadResourceResult, ErrorData> {
+        match self.send(ReadResourceRequest::new(params), &call).await? {
+            ServerResult::ReadResourceResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_prompts(&self, call: Call<'_>) -> Result<Vec<Prompt>, ErrorData> {
+        if self.upstream_capabilities().prompts.is_none() {
+            return Ok(Vec::new());
+        }
+        self.forwarder(&call)
+            .list_all(
+                |params| {
+                    ListPromptsRequest {
+                        params,
+                        ..Default::default()
+                    }
+                    .into()
+                },
+                |result| match result {
+                    ServerResult::ListPromptsResult(page) => Some((page.prompts, page.next_cursor)),
+                    _ => None,
+                },
+                call.context,
+            )
+            .await
+    }
+
+    async fn get_prompt(
+        &self,
+        params: GetPromptRequestParams,
+        call: Call<'_>,
+    ) -> Result<GetPromptResult, ErrorData> {
+        match self.send(GetPromptRequest::new(params), &call).await? {
+            ServerResult::GetPromptResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn complete(
+        &self,
+        params: CompleteRequestParams,
+        call: Call<'_>,
+    ) -> Result<CompleteResult, ErrorData> {
+        if self.upstream_capabilities().completions.is_none() {
+            return Ok(CompleteResult::default());
+        }
+        match self.send(CompleteRequest::new(params), &call).await? {
+            ServerResult::CompleteResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn set_level(
+        &self,
+        params: SetLevelRequestParams,
+        call: Call<'_>,
+    ) -> Result<(), ErrorData> {
+        if self.upstream_capabilities().logging.is_none() {
+            return Ok(());
+        }
+        // The upstream has one log level for all of mcpgate: the latest request wins.
+        empty_result(self.send(SetLevelRequest::new(params), &call).await?)
+    }
+
+    async fn subscribe(
+        &self,
+        params: SubscribeRequestParams,
+        call: Call<'_>,
+    ) -> Result<(), ErrorData> {
+        let Some(session) = self.hub.register(&call.context.peer) else {
+            return Err(ErrorData::invalid_request(
+                "resource subscriptions need a session",
+                None,
+            ));
+        };
+        // Only the first subscriber is forwarded: the upstream sees one client.
+        if self.hub.subscribe(&params.uri, session) {
+            let uri = params.uri.clone();
+            let forwarded = self
+                .send(SubscribeRequest::new(params), &call)
+                .await
+                .and_then(empty_result);
+            if let Err(error) = forwarded {
+                self.hub.unsubscribe(&uri, session);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        params: UnsubscribeRequestParams,
+        call: Call<'_>,
+    ) -> Result<(), ErrorData> {
+        let Some(session) = self.hub.register(&call.context.peer) else {
+            return Ok(());
+        };
+        if self.hub.unsubscribe(&params.uri, session) {
+            empty_result(self.send(UnsubscribeRequest::new(params), &call).await?)?;
+        }
+        Ok(())
+    }
+
+    async fn on_initialized(&self, context: &NotificationContext<RoleServer>) {
+        self.hub.register(&context.peer);
+    }
+
+    /// Nothing to do here: rmcp cancels the request's context, and the forwarding future
+    /// (see `forward`) reacts by cancelling the upstream request.
+    async fn on_cancelled(
+        &self,
+        _params: CancelledNotificationParam,
+        _context: &NotificationContext<RoleServer>,
+    ) {
+    }
+
+    async fn on_roots_list_changed(&self, context: &NotificationContext<RoleServer>) {
+        self.hub.register(&context.peer);
+        if let Ok(connection) = self.upstream.connection()
+            && let Err(error) = connection.peer.notify_roots_list_changed().await
+        {
+            tracing::debug!(%error, "could not forward roots/list_changed upstream");
+        }
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        self.upstream.readiness()
+    }
+}
