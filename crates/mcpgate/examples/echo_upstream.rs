@@ -2,7 +2,8 @@
 //! (`crates/mcpgate/tests/gateway.rs`). Cargo builds it for `cargo test` as
 //! `target/<profile>/examples/echo_upstream`; by hand: `cargo build -p mcpgate --example echo_upstream`.
 //!
-//! Tools: `echo`, `add`, `pid`, `crash` (exits the process), `slow` (sleeps), `progress` (reports
+//! Tools: `echo`, `add`, `pid`, `crash` (exits the process), `slow` (sleeps; `cancelled` counts
+//! the cancelled ones), `progress` (reports
 //! progress), `sample` / `roots` / `elicit` (ask the client), `toggle_extra` (changes the tool list
 //! and says so) and `log`. `tools/list` answers in pages of three so clients must follow cursors.
 //! One resource (`mem://greeting`), one template (`mem://echo/{text}`), one prompt (`greet`) with
@@ -11,7 +12,7 @@
 #![allow(deprecated)] // sampling, roots and logging are deprecated by SEP-2577 but still what clients speak
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rmcp::model::{
@@ -36,6 +37,8 @@ const PAGE_SIZE: usize = 3;
 struct Echo {
     /// Whether the `extra` tool is currently listed (flipped by `toggle_extra`).
     extra: Arc<AtomicBool>,
+    /// How many `slow` calls the client cancelled (reported by `cancelled`).
+    cancelled: Arc<AtomicUsize>,
 }
 
 fn schema(value: Value) -> Arc<JsonObject> {
@@ -170,9 +173,16 @@ impl ServerHandler for Echo {
                 std::process::exit(3);
             }
             "slow" => {
-                tokio::time::sleep(Duration::from_millis(num_arg(&args, "ms") as u64)).await;
-                ok("done")
+                let sleep = tokio::time::sleep(Duration::from_millis(num_arg(&args, "ms") as u64));
+                tokio::select! {
+                    () = sleep => ok("done"),
+                    () = context.ct.cancelled() => {
+                        self.cancelled.fetch_add(1, Ordering::SeqCst);
+                        Err(ErrorData::internal_error("cancelled", None))
+                    }
+                }
             }
+            "cancelled" => ok(self.cancelled.load(Ordering::SeqCst).to_string()),
             "progress" => {
                 let steps = num_arg(&args, "steps") as u32;
                 if let Some(token) = context.meta.get_progress_token() {

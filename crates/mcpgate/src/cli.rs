@@ -137,7 +137,8 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
-    let app = http::build(&config, backend, shutdown.clone());
+    let auth = http::auth::authenticator(&config).await?;
+    let app = http::build(&config, backend, auth, shutdown.clone());
     print_banner(&config, addr, generated.as_deref());
     tracing::info!(%addr, transport = ?config.transport, "listening");
     http::serve(listener, app.router, shutdown, config.shutdown_grace).await?;

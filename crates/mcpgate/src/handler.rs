@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcpgate_auth::Principal;
+// Results relayed from an upstream may lack `resultType`, which 2026-07-28 requires (rmcp
+// strips it again for peers on older versions).
+use rmcp::model::ResultType;
 // Logging (`logging/setLevel`) is deprecated by SEP-2577 but still used by current clients.
 #[allow(deprecated)]
 use rmcp::model::{
@@ -20,6 +23,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use crate::backend::{Backend, Call, TransportKind};
 use crate::ops::audit;
+use crate::policy::{Operation, PolicyConfig, ScopePolicy};
 
 /// The per-connection MCP handler. Cheap to clone: one is made per session.
 #[derive(Clone)]
@@ -27,19 +31,28 @@ pub struct McpHandler {
     backend: Arc<dyn Backend>,
     transport: TransportKind,
     tool_timeout: Duration,
+    policy: Arc<ScopePolicy>,
 }
 
 impl McpHandler {
+    /// A handler with the default scope policy.
     pub fn new(
         backend: Arc<dyn Backend>,
         transport: TransportKind,
         tool_timeout: Duration,
     ) -> Self {
+        let policy = Arc::new(ScopePolicy::new(&PolicyConfig::default(), Vec::new()));
         Self {
             backend,
             transport,
             tool_timeout,
+            policy,
         }
+    }
+
+    pub fn with_policy(mut self, policy: Arc<ScopePolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     fn call<'a>(
@@ -52,6 +65,18 @@ impl McpHandler {
             transport: self.transport,
             context,
         }
+    }
+
+    /// Refuses in-band what the HTTP layer let through: scope errors configured as MCP errors,
+    /// and batches. (Stdio never refuses: its principal is anonymous.)
+    fn permit(&self, principal: &Principal, op: Operation<'_>) -> Result<(), ErrorData> {
+        let grants = self.policy.grants(principal);
+        self.policy.check(&grants, op).map_err(|missing| {
+            ErrorData::invalid_request(
+                format!("insufficient scope: this request needs {}", missing.join(" ")),
+                Some(serde_json::json!({ "error": "insufficient_scope", "required_scopes": missing })),
+            )
+        })
     }
 }
 
@@ -82,10 +107,27 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let tools = self
+        let mut tools = self
             .backend
             .list_tools(self.call(&principal, &context))
             .await?;
+        let grants = self.policy.grants(&principal);
+        tools.retain(|tool| {
+            let read_only = tool
+                .annotations
+                .as_ref()
+                .and_then(|a| a.read_only_hint)
+                .unwrap_or(false);
+            self.policy
+                .check(
+                    &grants,
+                    Operation::Tool {
+                        name: &tool.name,
+                        read_only,
+                    },
+                )
+                .is_ok()
+        });
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -97,6 +139,26 @@ impl ServerHandler for McpHandler {
         let principal = principal_of(&context.extensions);
         let tool = request.name.to_string();
         let started = Instant::now();
+        let read_only = self.backend.tool_read_only(&tool).unwrap_or(false);
+        if let Err(denied) = self.permit(
+            &principal,
+            Operation::Tool {
+                name: &tool,
+                read_only,
+            },
+        ) {
+            audit::tool_call(
+                &principal,
+                self.transport,
+                &tool,
+                "insufficient_scope",
+                started.elapsed(),
+            );
+            let result = rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                denied.message.to_string(),
+            )]);
+            return Ok(CallToolResponse::Complete(result));
+        }
         let outcome = tokio::time::timeout(
             self.tool_timeout,
             self.backend
@@ -118,7 +180,10 @@ impl ServerHandler for McpHandler {
             Err(_) => "error",
         };
         audit::tool_call(&principal, self.transport, &tool, label, started.elapsed());
-        outcome.map(CallToolResponse::Complete)
+        outcome.map(|mut result| {
+            result.result_type.get_or_insert(ResultType::COMPLETE);
+            CallToolResponse::Complete(result)
+        })
     }
 
     async fn list_resources(
@@ -127,10 +192,16 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let items = self
+        let mut items = self
             .backend
             .list_resources(self.call(&principal, &context))
             .await?;
+        let grants = self.policy.grants(&principal);
+        items.retain(|r| {
+            self.policy
+                .check(&grants, Operation::Resource { uri: &r.uri })
+                .is_ok()
+        });
         Ok(ListResourcesResult::with_all_items(items))
     }
 
@@ -140,10 +211,21 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let items = self
+        let mut items = self
             .backend
             .list_resource_templates(self.call(&principal, &context))
             .await?;
+        let grants = self.policy.grants(&principal);
+        items.retain(|t| {
+            self.policy
+                .check(
+                    &grants,
+                    Operation::Resource {
+                        uri: &t.uri_template,
+                    },
+                )
+                .is_ok()
+        });
         Ok(ListResourceTemplatesResult::with_all_items(items))
     }
 
@@ -153,10 +235,14 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let principal = principal_of(&context.extensions);
+        self.permit(&principal, Operation::Resource { uri: &request.uri })?;
         self.backend
             .read_resource(request, self.call(&principal, &context))
             .await
-            .map(ReadResourceResponse::Complete)
+            .map(|mut result| {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                ReadResourceResponse::Complete(result)
+            })
     }
 
     async fn list_prompts(
@@ -165,10 +251,16 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        let items = self
+        let mut items = self
             .backend
             .list_prompts(self.call(&principal, &context))
             .await?;
+        let grants = self.policy.grants(&principal);
+        items.retain(|p| {
+            self.policy
+                .check(&grants, Operation::Prompt { name: &p.name })
+                .is_ok()
+        });
         Ok(ListPromptsResult::with_all_items(items))
     }
 
@@ -178,10 +270,19 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let principal = principal_of(&context.extensions);
+        self.permit(
+            &principal,
+            Operation::Prompt {
+                name: &request.name,
+            },
+        )?;
         self.backend
             .get_prompt(request, self.call(&principal, &context))
             .await
-            .map(GetPromptResponse::Complete)
+            .map(|mut result| {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                GetPromptResponse::Complete(result)
+            })
     }
 
     async fn complete(
@@ -190,9 +291,12 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let principal = principal_of(&context.extensions);
-        self.backend
+        let mut result = self
+            .backend
             .complete(request, self.call(&principal, &context))
-            .await
+            .await?;
+        result.result_type.get_or_insert(ResultType::COMPLETE);
+        Ok(result)
     }
 
     #[allow(deprecated)]

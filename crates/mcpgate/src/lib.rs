@@ -9,6 +9,7 @@ pub mod config;
 pub mod handler;
 pub mod http;
 pub mod ops;
+pub mod policy;
 pub mod session;
 pub mod telemetry;
 pub mod transport;

@@ -120,7 +120,11 @@ pub async fn bind_streamable_sessions(
             _ => return session_not_found(),
         }
     }
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // rmcp answers a successful DELETE with 202; clients (the Python SDK) expect 200 or 204.
+    if method == Method::DELETE && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+    }
     match presented {
         None => {
             if response.status().is_success()

@@ -11,22 +11,28 @@
 #![allow(deprecated)] // sampling, roots, logging and subscriptions are deprecated by SEP-2577
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mcpgate::backend::gateway::{GatewayBackend, GatewayError, UpstreamTarget};
 use mcpgate::backend::{Backend, TransportKind};
 use mcpgate::handler::McpHandler;
 use rmcp::model::{
-    ArgumentInfo, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
-    CompleteRequestParams, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
-    ElicitResult, ElicitationAction, ElicitationCapability, GetPromptRequestParams, Implementation,
-    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
-    ReadResourceRequestParams, Reference, ResourceUpdatedNotificationParam, Root,
-    RootsCapabilities, SamplingCapability, SamplingMessage, SubscribeRequestParams,
+    ArgumentInfo, CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult,
+    ClientCapabilities, ClientConfig, CompleteRequestParams, ContentBlock,
+    CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult,
+    ElicitationAction, ElicitationCapability, GetPromptRequestParams, Implementation,
+    ListRootsResult, ListToolsResult, LoggingMessageNotificationParam, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, Reference,
+    ResourceUpdatedNotificationParam, Root, RootsCapabilities, SamplingCapability, SamplingMessage,
+    ServerCapabilities, ServerConfig, SubscribeRequestParams, Tool, ToolsCapability,
 };
-use rmcp::service::{NotificationContext, RequestContext, RunningService, ServiceError};
-use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
+use rmcp::service::{
+    NotificationContext, PeerRequestOptions, RequestContext, RunningService, ServiceError,
+};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -35,12 +41,38 @@ use tokio_util::sync::CancellationToken;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn echo_upstream() -> PathBuf {
-    // The test binary is target/<profile>/deps/gateway-<hash>; examples live in target/<profile>/examples.
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(build_echo_upstream).clone()
+}
+
+/// Locate echo_upstream next to this test binary, (re)building it first when cargo is at hand:
+/// `cargo test --test gateway` alone does not build examples, and a stale one would mislead.
+fn build_echo_upstream() -> PathBuf {
+    // The test binary is target/<profile>/deps/gateway-<hash>; examples are in target/<profile>/examples.
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target profile directory");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut build = std::process::Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "mcpgate",
+            "--example",
+            "echo_upstream",
+        ]);
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for echo_upstream");
+        assert!(status.success(), "building echo_upstream failed");
+    }
     let path = profile_dir
         .join("examples")
         .join(format!("echo_upstream{}", std::env::consts::EXE_SUFFIX));
@@ -171,20 +203,21 @@ struct Harness {
 }
 
 impl Harness {
+    /// In front of echo_upstream.
     async fn start(call_timeout: Duration) -> Self {
+        let command = format!("'{}'", echo_upstream().display());
+        Self::start_with(UpstreamTarget::Command(command), call_timeout).await
+    }
+
+    async fn start_with(target: UpstreamTarget, call_timeout: Duration) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("mcpgate=debug,warn")
             .try_init();
         let shutdown = CancellationToken::new();
-        let command = format!("'{}'", echo_upstream().display());
-        let backend = GatewayBackend::connect(
-            UpstreamTarget::Command(command),
-            call_timeout,
-            shutdown.clone(),
-        )
-        .await
-        .expect("gateway connects to echo_upstream");
+        let backend = GatewayBackend::connect(target, call_timeout, shutdown.clone())
+            .await
+            .expect("gateway connects to echo_upstream");
         let handler = McpHandler::new(
             backend.clone(),
             TransportKind::Stdio,
@@ -544,4 +577,165 @@ async fn bad_targets_fail_at_connect() {
     .await;
     assert!(matches!(not_mcp, Err(GatewayError::Handshake(_))));
     shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_upstream() {
+    let gate = Harness::start(Duration::from_secs(20)).await;
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("ms".into(), json!(60_000));
+    let request =
+        CallToolRequest::new(CallToolRequestParams::new("slow").with_arguments(arguments));
+    let handle = gate
+        .client
+        .send_request_with_option(request.into(), PeerRequestOptions::no_options())
+        .await
+        .expect("slow call sent");
+    // Give the call time to reach the upstream; cancelling earlier would cancel nothing there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle
+        .cancel(Some("test".into()))
+        .await
+        .expect("cancel sent");
+    let seen = tokio::time::timeout(PATIENCE, async {
+        while gate.text("cancelled", json!({})).await != "1" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the upstream never saw the cancellation");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn shutdown_stops_the_upstream() {
+    let gate = Harness::start(Duration::from_secs(20)).await;
+    let pid = gate.text("pid", json!({})).await;
+    gate.shutdown.cancel();
+    let gone = tokio::time::timeout(PATIENCE, async {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "upstream process {pid} still runs after shutdown"
+    );
+    assert!(gate.backend.readiness().await.is_err());
+}
+
+/// A Streamable HTTP upstream with one tool, served by rmcp on a loopback port.
+struct HttpUpstream;
+
+impl ServerHandler for HttpUpstream {
+    fn get_info(&self) -> ServerConfig {
+        let mut capabilities = ServerCapabilities::default();
+        capabilities.tools = Some(ToolsCapability::default());
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("http-upstream", "0.0.1"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = json!({ "type": "object", "properties": {} });
+        let schema = Arc::new(schema.as_object().cloned().unwrap_or_default());
+        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+            "hello",
+            "Say hello",
+            schema,
+        )]))
+    }
+
+    async fn call_tool(
+        &self,
+        _request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text("hello over http"),
+        ])))
+    }
+}
+
+/// Serve `HttpUpstream` at `/mcp` until the returned token is cancelled.
+fn serve_http_upstream(listener: tokio::net::TcpListener) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(stop.child_token());
+    let service = StreamableHttpService::new(
+        || Ok(HttpUpstream),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(until.cancelled_owned())
+            .await;
+    });
+    stop
+}
+
+#[tokio::test]
+async fn an_http_upstream_is_served_and_reconnected() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let stop = serve_http_upstream(listener);
+    let url = format!("http://{address}/mcp");
+    let gate = Harness::start_with(UpstreamTarget::Url(url), Duration::from_secs(20)).await;
+
+    let info = gate.client.peer_info().expect("server info");
+    assert_eq!(
+        info.server_info.as_ref().map(|server| server.name.as_str()),
+        Some("http-upstream")
+    );
+    let tools = gate.client.list_all_tools().await.expect("tools/list");
+    assert_eq!(
+        tools
+            .iter()
+            .map(|tool| tool.name.as_ref())
+            .collect::<Vec<_>>(),
+        ["hello"]
+    );
+    assert_eq!(gate.text("hello", json!({})).await, "hello over http");
+
+    // The upstream goes away: calls fail with a clear error, never hang.
+    stop.cancel();
+    let failed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match gate.call("hello", json!({})).await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(error) => return error_message(error),
+            }
+        }
+    })
+    .await
+    .expect("calls fail once the upstream is gone");
+    assert!(
+        failed.contains("upstream MCP server"),
+        "unexpected error: {failed}"
+    );
+
+    // It comes back on the same address: mcpgate reconnects by itself.
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .expect("rebind");
+    let _stop_again = serve_http_upstream(listener);
+    let back = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match gate.call("hello", json!({})).await {
+                Ok(result) => return text_of(&result),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("mcpgate reconnects to the upstream");
+    assert_eq!(back, "hello over http");
 }

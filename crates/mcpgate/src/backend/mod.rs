@@ -55,6 +55,12 @@ pub trait Backend: Send + Sync + 'static {
     fn capabilities(&self) -> ServerCapabilities;
 
     async fn list_tools(&self, call: Call<'_>) -> Result<Vec<Tool>, ErrorData>;
+
+    /// The tool's `readOnlyHint`, if the backend knows the tool without I/O (scope checks
+    /// before dispatch use it; `None` is treated as a write).
+    fn tool_read_only(&self, _name: &str) -> Option<bool> {
+        None
+    }
     async fn call_tool(
         &self,
         params: CallToolRequestParams,

@@ -64,4 +64,6 @@ pub struct ConfigArgs {
     /// Serve Prometheus metrics at /metrics (default true).
     #[arg(long, env = "MCP_METRICS", value_parser = BoolishValueParser::new())]
     pub metrics: Option<bool>,
+    #[command(flatten)]
+    pub oauth: super::oauth::OAuthArgs,
 }

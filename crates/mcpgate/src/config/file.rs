@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub upstream_command: Option<String>,
     pub upstream_url: Option<String>,
     pub metrics: Option<bool>,
+    pub oauth: Option<super::oauth::OAuthFile>,
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 /// `[[tokens]]`: a named static token; the secret inline or from an environment variable.
@@ -39,8 +41,8 @@ pub struct FileToken {
     pub name: String,
     pub token: Option<String>,
     pub token_env: Option<String>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
+    /// Omitted: full access (`mcp:admin`), like `MCP_AUTH_TOKEN`.
+    pub scopes: Option<Vec<String>>,
 }
 
 impl FileConfig {

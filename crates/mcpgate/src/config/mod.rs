@@ -5,6 +5,7 @@
 
 mod args;
 mod file;
+pub mod oauth;
 mod render;
 
 use std::net::IpAddr;
@@ -13,6 +14,9 @@ use std::time::Duration;
 
 pub use args::ConfigArgs;
 pub use file::FileConfig;
+pub use oauth::{OAuthConfig, OAuthMode, ScopeErrors};
+
+use crate::policy::PolicyConfig;
 
 /// Which transport `mcpgate serve` speaks.
 #[derive(
@@ -91,6 +95,8 @@ pub struct Config {
     pub notes_db: PathBuf,
     pub upstream: Option<Upstream>,
     pub metrics_enabled: bool,
+    pub oauth: Option<OAuthConfig>,
+    pub policy: PolicyConfig,
 }
 
 /// Name given to the principal of `MCP_AUTH_TOKEN`.
@@ -221,6 +227,8 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("mcpgate-notes.db")),
             upstream,
             metrics_enabled: args.metrics.or(file.metrics).unwrap_or(true),
+            oauth: oauth::resolve(&args.oauth, file.oauth.unwrap_or_default(), &mut errors),
+            policy: file.policy.unwrap_or_default(),
         };
         config.validate(&mut errors);
         if errors.is_empty() {
@@ -267,13 +275,18 @@ impl Config {
 
     /// Whether HTTP requests must present a bearer token.
     pub fn auth_required(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.oauth.is_some()
     }
 
     /// The effective configuration as TOML, with every secret redacted.
     pub fn render_redacted(&self) -> String {
         render::redacted_toml(self)
     }
+}
+
+/// Scopes of a static token whose config lists none.
+pub fn full_access() -> Vec<String> {
+    vec![crate::policy::ADMIN.to_owned()]
 }
 
 fn secs(value: u64) -> Duration {
@@ -293,7 +306,8 @@ fn resolve_tokens(
             tokens.push(NamedToken {
                 name: DEFAULT_TOKEN_NAME.into(),
                 secret: Secret(secret),
-                scopes: Vec::new(),
+                // The old server's single token had every right; it keeps them.
+                scopes: full_access(),
             });
         }
     }
@@ -339,7 +353,7 @@ fn resolve_tokens(
                 tokens.push(NamedToken {
                     name: entry.name.clone(),
                     secret: Secret(secret),
-                    scopes: entry.scopes.clone(),
+                    scopes: entry.scopes.clone().unwrap_or_else(full_access),
                 });
             }
         }

@@ -1,17 +1,27 @@
-//! JSON-RPC framing errors for `POST /mcp`, answered the way JSON-RPC 2.0 names them.
+//! Looking into `POST /mcp` bodies before rmcp does: JSON-RPC framing errors answered the way
+//! JSON-RPC 2.0 names them, and the scope check that must happen before the response starts.
 //!
 //! rmcp answers a body it cannot deserialise with 415 and a plain-text message; clients expect a
 //! JSON-RPC parse error (-32700) for malformed JSON and invalid request (-32600) for JSON that is
 //! no JSON-RPC message.
 
+use std::sync::Arc;
+
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
+use mcpgate_auth::Principal;
 use rmcp::model::ClientJsonRpcMessage;
 
-pub async fn reject_malformed(request: Request, next: Next) -> Response {
+use super::scope_gate::ScopeGate;
+
+pub async fn inspect_post(
+    State(gate): State<Arc<ScopeGate>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() != Method::POST || !is_json(request.headers()) {
         // Wrong media types are rmcp's to answer (415/406, as the transport spec says).
         return next.run(request).await;
@@ -30,12 +40,22 @@ pub async fn reject_malformed(request: Request, next: Next) -> Response {
     }
     // A batch is an array; anything else must be one message.
     let is_batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !is_batch && let Err(e) = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            &format!("Invalid Request: {e}"),
-        );
+    if !is_batch {
+        let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    &format!("Invalid Request: {e}"),
+                );
+            }
+        };
+        if let Some(principal) = parts.extensions.get::<Arc<Principal>>()
+            && let Err(refused) = gate.check(principal, &message, parts.uri.path())
+        {
+            return refused;
+        }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

@@ -3,8 +3,10 @@
 //! then for MCP routes: per-IP rate limit → authentication → per-principal rate limit →
 //! session binding → transport.
 
+pub mod auth;
 pub mod guard;
 pub mod jsonrpc;
+pub mod scope_gate;
 mod server;
 
 use std::sync::Arc;
@@ -15,9 +17,8 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use http::{HeaderName, Method, header};
 use mcpgate_auth::Principal;
-use mcpgate_auth::resource::{
-    Authenticator, StaticToken, StaticTokenVerifier, VerifierChain, layer::require_bearer,
-};
+use mcpgate_auth::resource::metadata;
+use mcpgate_auth::resource::{Authenticator, layer::require_bearer};
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -28,14 +29,15 @@ use tower_http::trace::TraceLayer;
 pub use server::serve;
 
 use crate::backend::{Backend, TransportKind};
-use crate::config::{Config, Transport};
+use crate::config::{Config, ScopeErrors, Transport};
 use crate::handler::McpHandler;
-use crate::ops::audit::AuditObserver;
 use crate::ops::health::{self, HealthState};
 use crate::ops::metrics as ops_metrics;
 use crate::ops::rate_limit::{self, RateLimits};
+use crate::policy::ScopePolicy;
 use crate::session::{self, SessionBindings};
 use crate::transport::{sse, streamable};
+use scope_gate::ScopeGate;
 
 /// Request headers MCP clients send, which CORS must allow.
 const MCP_REQUEST_HEADERS: [&str; 7] = [
@@ -54,21 +56,52 @@ pub struct App {
     pub sessions: Arc<SessionBindings>,
 }
 
-pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationToken) -> App {
-    let auth = authenticator(config);
+pub fn build(
+    config: &Config,
+    backend: Arc<dyn Backend>,
+    auth: Option<Arc<Authenticator>>,
+    shutdown: CancellationToken,
+) -> App {
     let limits = RateLimits::new(config.rate_limit_rpm);
     if let Some(limits) = &limits {
         limits.spawn_housekeeping(shutdown.clone());
     }
     let sessions = Arc::new(SessionBindings::default());
+    let baseline = config
+        .oauth
+        .as_ref()
+        .map(|o| o.required_scopes.clone())
+        .unwrap_or_default();
+    let policy = Arc::new(ScopePolicy::new(&config.policy, baseline));
+    let gate = Arc::new(ScopeGate {
+        policy: policy.clone(),
+        backend: backend.clone(),
+        authenticator: auth.clone(),
+        http_errors: config
+            .oauth
+            .as_ref()
+            .is_none_or(|o| o.scope_errors == ScopeErrors::Http),
+    });
+    let handler = {
+        let backend = backend.clone();
+        let (tool_timeout, policy) = (config.tool_timeout, policy.clone());
+        move |transport| {
+            McpHandler::new(backend.clone(), transport, tool_timeout).with_policy(policy.clone())
+        }
+    };
 
     let mut mcp = Router::new();
     if config.transport == Transport::StreamableHttp {
-        let (service, manager) = streamable::service(config, backend.clone(), shutdown.clone());
+        let make = handler.clone();
+        let (service, manager) = streamable::service(
+            config,
+            move || make(TransportKind::StreamableHttp),
+            shutdown.clone(),
+        );
         sessions.spawn_sweeper(manager, shutdown.clone());
         let streamable = Router::new()
             .route_service("/mcp", service)
-            .layer(from_fn(jsonrpc::reject_malformed))
+            .layer(from_fn_with_state(gate.clone(), jsonrpc::inspect_post))
             .layer(from_fn_with_state(
                 sessions.clone(),
                 session::bind_streamable_sessions,
@@ -76,11 +109,11 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         mcp = mcp.merge(streamable);
     }
     if config.transport == Transport::Sse || config.legacy_sse {
-        let tool_timeout = config.tool_timeout;
-        let sse_backend = backend.clone();
+        let make = handler.clone();
         let transport = sse::SseTransport::new(
-            move || McpHandler::new(sse_backend.clone(), TransportKind::LegacySse, tool_timeout),
+            move || make(TransportKind::LegacySse),
             "/messages",
+            gate.clone(),
             shutdown.clone(),
         );
         mcp = mcp.merge(
@@ -90,6 +123,7 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
                 .with_state(transport),
         );
     }
+    mcp = mcp.layer(from_fn_with_state(gate, scope_gate::require_baseline));
     if let Some(limits) = &limits {
         mcp = mcp.layer(from_fn_with_state(
             limits.clone(),
@@ -104,13 +138,13 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         mcp = mcp.layer(from_fn_with_state(limits.clone(), rate_limit::per_ip));
     }
 
-    let policy = Arc::new(guard::OriginPolicy::new(
+    let origin_policy = Arc::new(guard::OriginPolicy::new(
         &config.allowed_hosts,
         config.dns_rebinding_protection,
         &config.cors_allowed_origins,
     ));
     let mut guarded = mcp
-        .layer(from_fn_with_state(policy, guard::check_origin))
+        .layer(from_fn_with_state(origin_policy, guard::check_origin))
         .layer(cors(config));
     if config.metrics_enabled
         && let Some(handle) = ops_metrics::install()
@@ -126,10 +160,14 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         started: Instant::now(),
         backend,
     };
-    let open = Router::new()
+    let mut open = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .with_state(health_state);
+    if let Some(oauth) = &config.oauth {
+        // Public discovery documents: outside the Origin guard, open CORS.
+        open = open.merge(metadata::router(auth::resource_metadata(oauth)));
+    }
 
     let router = guarded
         .merge(open)
@@ -142,23 +180,6 @@ pub fn build(config: &Config, backend: Arc<dyn Backend>, shutdown: CancellationT
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http());
     App { router, sessions }
-}
-
-fn authenticator(config: &Config) -> Option<Arc<Authenticator>> {
-    if !config.auth_required() {
-        return None;
-    }
-    let tokens = config
-        .tokens
-        .iter()
-        .map(|t| StaticToken::new(t.name.clone(), t.secret.expose(), t.scopes.iter().cloned()))
-        .collect();
-    let chain = VerifierChain::new(vec![Arc::new(StaticTokenVerifier::new(tokens))]);
-    Some(Arc::new(
-        Authenticator::new(chain)
-            .with_realm("mcpgate")
-            .with_observer(Arc::new(AuditObserver)),
-    ))
 }
 
 /// With authentication off every HTTP caller is the same anonymous principal.

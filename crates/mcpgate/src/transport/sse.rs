@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::McpHandler;
 use crate::http::jsonrpc;
+use crate::http::scope_gate::ScopeGate;
 use crate::session::session_not_found;
 
 /// Messages a client may have in flight on one session before POSTs wait.
@@ -43,6 +44,7 @@ pub struct SseTransport {
     sessions: Mutex<HashMap<String, Session>>,
     make_handler: Box<dyn Fn() -> McpHandler + Send + Sync>,
     messages_path: String,
+    gate: Arc<ScopeGate>,
     keep_alive: Duration,
     shutdown: CancellationToken,
 }
@@ -51,12 +53,14 @@ impl SseTransport {
     pub fn new(
         make_handler: impl Fn() -> McpHandler + Send + Sync + 'static,
         messages_path: impl Into<String>,
+        gate: Arc<ScopeGate>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             sessions: Mutex::new(HashMap::new()),
             make_handler: Box::new(make_handler),
             messages_path: messages_path.into(),
+            gate,
             keep_alive: Duration::from_secs(15),
             shutdown,
         })
@@ -217,6 +221,9 @@ pub async fn post_message(
             return jsonrpc::error(StatusCode::BAD_REQUEST, code, &text);
         }
     };
+    if let Err(refused) = transport.gate.check(principal, &message, parts.uri.path()) {
+        return refused;
+    }
     match &mut message {
         ClientJsonRpcMessage::Request(r) => {
             r.request.extensions_mut().insert(parts);

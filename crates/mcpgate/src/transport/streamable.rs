@@ -7,7 +7,6 @@ use rmcp::transport::streamable_http_server::session::local::{LocalSessionManage
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, TransportKind};
 use crate::config::Config;
 use crate::handler::McpHandler;
 
@@ -16,7 +15,7 @@ pub type McpService = StreamableHttpService<McpHandler, LocalSessionManager>;
 /// Builds the service and the session manager it uses (the session binder sweeps against it).
 pub fn service(
     config: &Config,
-    backend: Arc<dyn Backend>,
+    make_handler: impl Fn() -> McpHandler + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) -> (McpService, Arc<LocalSessionManager>) {
     let mut sessions = SessionConfig::default();
@@ -24,7 +23,6 @@ pub fn service(
     let mut manager = LocalSessionManager::default();
     manager.session_config = sessions;
     let manager = Arc::new(manager);
-    let tool_timeout = config.tool_timeout;
     // Host and Origin are checked by our own guard in front of every route (and
     // before authentication), so rmcp's copy of that check is switched off.
     let http_config = StreamableHttpServerConfig::default()
@@ -32,16 +30,7 @@ pub fn service(
         .disable_allowed_origins()
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(config.max_body_bytes);
-    let service = StreamableHttpService::new(
-        move || {
-            Ok(McpHandler::new(
-                backend.clone(),
-                TransportKind::StreamableHttp,
-                tool_timeout,
-            ))
-        },
-        manager.clone(),
-        http_config,
-    );
+    let service =
+        StreamableHttpService::new(move || Ok(make_handler()), manager.clone(), http_config);
     (service, manager)
 }

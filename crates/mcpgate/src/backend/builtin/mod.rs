@@ -237,6 +237,16 @@ impl Backend for BuiltinBackend {
         Ok(self.tools.clone())
     }
 
+    fn tool_read_only(&self, name: &str) -> Option<bool> {
+        let tool = self.tools.iter().find(|t| t.name == name)?;
+        Some(
+            tool.annotations
+                .as_ref()
+                .and_then(|a| a.read_only_hint)
+                .unwrap_or(false),
+        )
+    }
+
     async fn call_tool(
         &self,
         params: CallToolRequestParams,

@@ -1,0 +1,115 @@
+//! JWT access tokens (RFC 9068) verified against the issuer's JWKS.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jsonwebtoken::{Algorithm, Validation};
+
+use super::claims::{AccessClaims, ClaimRules};
+use super::jwks::JwksCache;
+use super::verifier::{Verifier, VerifyError};
+use crate::Principal;
+
+pub struct JwtVerifier {
+    jwks: Arc<JwksCache>,
+    rules: ClaimRules,
+    /// Accept JWTs without `typ: at+jwt` (many IdPs mint plain JWTs or ID-token-shaped ones).
+    allow_plain_jwt: bool,
+}
+
+impl JwtVerifier {
+    pub fn new(jwks: Arc<JwksCache>, rules: ClaimRules, allow_plain_jwt: bool) -> Self {
+        Self {
+            jwks,
+            rules,
+            allow_plain_jwt,
+        }
+    }
+}
+
+/// A compact JWS has three base64url segments; anything else is not ours to judge.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let shaped = parts.by_ref().take(3).all(|p| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    shaped && token.split('.').count() == 3
+}
+
+fn is_access_token_type(typ: Option<&str>) -> bool {
+    typ.is_some_and(|t| {
+        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+    })
+}
+
+#[async_trait]
+impl Verifier for JwtVerifier {
+    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError> {
+        if !looks_like_jwt(token) {
+            return Ok(None);
+        }
+        let invalid = |m: &str| VerifyError::Invalid(m.to_owned());
+        // `alg: none` and unknown algorithms fail here: they are not in jsonwebtoken's enum.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            invalid("the token header is malformed or uses an unsupported algorithm")
+        })?;
+        if matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(invalid("symmetric (HMAC) signatures are not accepted"));
+        }
+        if !self.allow_plain_jwt && !is_access_token_type(header.typ.as_deref()) {
+            return Err(invalid(
+                "the token is not an access token (typ must be at+jwt)",
+            ));
+        }
+        let keys = self.jwks.keys_for(header.kid.as_deref()).await?;
+        let mut last_error = invalid("no key matches the token's algorithm");
+        for key in keys.iter().filter(|k| k.algorithms.contains(&header.alg)) {
+            // The algorithm comes from the key, never from the token alone.
+            let mut validation = Validation::new(header.alg);
+            validation.algorithms = key.algorithms.clone();
+            validation.validate_aud = false; // audiences are normalised and checked in ClaimRules
+            validation.validate_exp = false; // likewise expiry, with our leeway
+            validation.required_spec_claims.clear();
+            match jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation) {
+                Ok(data) => return data.claims.into_principal(&self.rules).map(Some),
+                Err(e) => {
+                    last_error = match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                            invalid("the token signature is invalid")
+                        }
+                        _ => invalid("the token could not be verified"),
+                    };
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwt_shape() {
+        assert!(looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(!looks_like_jwt("opaque-token"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a..c"));
+        assert!(!looks_like_jwt("a.b=.c"));
+    }
+
+    #[test]
+    fn typ_values() {
+        assert!(is_access_token_type(Some("at+jwt")));
+        assert!(is_access_token_type(Some("application/AT+JWT")));
+        assert!(!is_access_token_type(Some("JWT")));
+        assert!(!is_access_token_type(None));
+    }
+}

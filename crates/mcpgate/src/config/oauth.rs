@@ -1,0 +1,348 @@
+//! The OAuth section: `[oauth]` in the file, `MCP_OAUTH_*` in the environment.
+
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+
+use super::{ConfigError, Secret};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuthMode {
+    /// mcpgate is its own authorization server.
+    Builtin,
+    /// Tokens come from an external authorization server (resource-server only).
+    External,
+    /// mcpgate is the authorization server; users log in at an upstream IdP.
+    Proxy,
+}
+
+/// How a call beyond the token's scopes is refused.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeErrors {
+    /// HTTP 403 with an `insufficient_scope` challenge, so clients step up.
+    Http,
+    /// An in-band MCP error (a tool error result or a JSON-RPC error).
+    Mcp,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OAuthArgs {
+    #[arg(long, env = "MCP_OAUTH_ENABLED", value_parser = BoolishValueParser::new())]
+    pub oauth_enabled: Option<bool>,
+    #[arg(long, env = "MCP_OAUTH_MODE", value_enum)]
+    pub oauth_mode: Option<OAuthMode>,
+    /// The authorization server's issuer, exactly as its metadata publishes it.
+    #[arg(long, env = "MCP_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// The public base URL of this server (resource = `{public_url}/mcp`).
+    #[arg(long, env = "MCP_OAUTH_PUBLIC_URL")]
+    pub oauth_public_url: Option<String>,
+    #[arg(long, env = "MCP_OAUTH_JWKS_URI")]
+    pub oauth_jwks_uri: Option<String>,
+    /// Extra accepted audiences for IdPs that cannot mint URL audiences (comma-separated).
+    #[arg(long, env = "MCP_OAUTH_AUDIENCES", value_delimiter = ',')]
+    pub oauth_audiences: Option<Vec<String>>,
+    #[arg(long, env = "MCP_OAUTH_INTROSPECTION_URL")]
+    pub oauth_introspection_url: Option<String>,
+    #[arg(long, env = "MCP_OAUTH_INTROSPECTION_CLIENT_ID")]
+    pub oauth_introspection_client_id: Option<String>,
+    #[arg(
+        long,
+        env = "MCP_OAUTH_INTROSPECTION_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub oauth_introspection_client_secret: Option<String>,
+    /// Scopes required to use the server at all (comma-separated).
+    #[arg(long, env = "MCP_OAUTH_REQUIRED_SCOPES", value_delimiter = ',')]
+    pub oauth_required_scopes: Option<Vec<String>>,
+    /// `scopes_supported` of the resource metadata: the minimal set for basic use.
+    #[arg(long, env = "MCP_OAUTH_SCOPES_SUPPORTED", value_delimiter = ',')]
+    pub oauth_scopes_supported: Option<Vec<String>>,
+    #[arg(long, env = "MCP_OAUTH_LEEWAY_SECS")]
+    pub oauth_leeway_secs: Option<u64>,
+    #[arg(long, env = "MCP_OAUTH_ALLOW_PLAIN_JWT", value_parser = BoolishValueParser::new())]
+    pub oauth_allow_plain_jwt: Option<bool>,
+    /// Allow a plain-HTTP public URL or issuer on a non-loopback host (development only).
+    #[arg(long, env = "MCP_OAUTH_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
+    pub oauth_allow_insecure_http: Option<bool>,
+    #[arg(long, env = "MCP_OAUTH_SCOPE_ERRORS", value_enum)]
+    pub oauth_scope_errors: Option<ScopeErrors>,
+    #[arg(long, env = "MCP_OAUTH_JWKS_MIN_REFRESH_SECS")]
+    pub oauth_jwks_min_refresh_secs: Option<u64>,
+    #[arg(long, env = "MCP_OAUTH_JWKS_MAX_AGE_SECS")]
+    pub oauth_jwks_max_age_secs: Option<u64>,
+    #[arg(long, env = "MCP_OAUTH_INTROSPECTION_CACHE_SECS")]
+    pub oauth_introspection_cache_secs: Option<u64>,
+    #[arg(long, env = "MCP_OAUTH_INTROSPECTION_CACHE_MAX")]
+    pub oauth_introspection_cache_max: Option<usize>,
+    #[arg(long, env = "MCP_OAUTH_RESOURCE_NAME")]
+    pub oauth_resource_name: Option<String>,
+    #[arg(long, env = "MCP_OAUTH_RESOURCE_DOCUMENTATION")]
+    pub oauth_resource_documentation: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthFile {
+    pub enabled: Option<bool>,
+    pub mode: Option<OAuthMode>,
+    pub issuer: Option<String>,
+    pub public_url: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub introspection_url: Option<String>,
+    pub introspection_client_id: Option<String>,
+    pub introspection_client_secret: Option<String>,
+    pub required_scopes: Option<Vec<String>>,
+    pub scopes_supported: Option<Vec<String>>,
+    pub leeway_secs: Option<u64>,
+    pub allow_plain_jwt: Option<bool>,
+    pub allow_insecure_http: Option<bool>,
+    pub scope_errors: Option<ScopeErrors>,
+    pub jwks_min_refresh_secs: Option<u64>,
+    pub jwks_max_age_secs: Option<u64>,
+    pub introspection_cache_secs: Option<u64>,
+    pub introspection_cache_max: Option<usize>,
+    pub resource_name: Option<String>,
+    pub resource_documentation: Option<String>,
+    pub exposed_claims: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+/// The resolved OAuth configuration (present only when OAuth is enabled).
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub mode: OAuthMode,
+    pub issuer: String,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub jwks_uri: Option<String>,
+    pub audiences: Vec<String>,
+    pub introspection: Option<Introspection>,
+    pub required_scopes: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub leeway: Duration,
+    pub allow_plain_jwt: bool,
+    pub allow_insecure_http: bool,
+    pub scope_errors: ScopeErrors,
+    pub jwks_min_refresh: Duration,
+    pub jwks_max_age: Duration,
+    pub introspection_cache: Duration,
+    pub introspection_cache_max: usize,
+    pub resource_name: String,
+    pub resource_documentation: Option<String>,
+    pub exposed_claims: Vec<String>,
+}
+
+impl OAuthConfig {
+    pub fn mcp_resource(&self) -> String {
+        format!("{}/mcp", self.public_url)
+    }
+    pub fn sse_resource(&self) -> String {
+        format!("{}/sse", self.public_url)
+    }
+}
+
+pub fn resolve(
+    args: &OAuthArgs,
+    file: OAuthFile,
+    errors: &mut Vec<ConfigError>,
+) -> Option<OAuthConfig> {
+    if !args.oauth_enabled.or(file.enabled).unwrap_or(false) {
+        return None;
+    }
+    let err = |errors: &mut Vec<ConfigError>, key: &str, m: String| {
+        errors.push(ConfigError::new(format!("oauth.{key}"), m))
+    };
+    let mode = args.oauth_mode.or(file.mode).unwrap_or(OAuthMode::External);
+    if mode != OAuthMode::External {
+        err(
+            errors,
+            "mode",
+            format!("{mode:?} mode is not available in this version; use external"),
+        );
+    }
+    let allow_insecure_http = args
+        .oauth_allow_insecure_http
+        .or(file.allow_insecure_http)
+        .unwrap_or(false);
+    let issuer = args.oauth_issuer.clone().or(file.issuer);
+    let public_url = args.oauth_public_url.clone().or(file.public_url);
+    let (Some(issuer), Some(public_url)) = (issuer, public_url) else {
+        err(
+            errors,
+            "issuer",
+            "OAuth needs both MCP_OAUTH_ISSUER and MCP_OAUTH_PUBLIC_URL".into(),
+        );
+        return None;
+    };
+    for (key, value) in [("issuer", &issuer), ("public_url", &public_url)] {
+        if let Err(m) = check_secure_url(value, allow_insecure_http) {
+            err(errors, key, m);
+        }
+    }
+    let jwks_uri = args.oauth_jwks_uri.clone().or(file.jwks_uri);
+    if let Some(uri) = &jwks_uri
+        && let Err(m) = check_secure_url(uri, allow_insecure_http)
+    {
+        err(errors, "jwks_uri", m);
+    }
+    let introspection = match (
+        args.oauth_introspection_url
+            .clone()
+            .or(file.introspection_url),
+        args.oauth_introspection_client_id
+            .clone()
+            .or(file.introspection_client_id),
+        args.oauth_introspection_client_secret
+            .clone()
+            .or(file.introspection_client_secret),
+    ) {
+        (None, None, None) => None,
+        (Some(url), Some(client_id), Some(secret)) => {
+            if let Err(m) = check_secure_url(&url, allow_insecure_http) {
+                err(errors, "introspection_url", m);
+            }
+            Some(Introspection {
+                url,
+                client_id,
+                client_secret: Secret::new(secret),
+            })
+        }
+        _ => {
+            err(
+                errors,
+                "introspection_url",
+                "introspection needs the URL, a client id and a client secret".into(),
+            );
+            None
+        }
+    };
+    let required_scopes = args
+        .oauth_required_scopes
+        .clone()
+        .or(file.required_scopes)
+        .unwrap_or_default();
+    let scopes_supported = args
+        .oauth_scopes_supported
+        .clone()
+        .or(file.scopes_supported)
+        .unwrap_or_else(|| {
+            let mut minimal = required_scopes.clone();
+            minimal.push(crate::policy::TOOLS_READ.to_owned());
+            minimal.dedup();
+            minimal
+        });
+    let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
+        Duration::from_secs(flag.or(file).unwrap_or(default))
+    };
+    Some(OAuthConfig {
+        mode,
+        issuer,
+        public_url: public_url.trim_end_matches('/').to_owned(),
+        jwks_uri,
+        audiences: args
+            .oauth_audiences
+            .clone()
+            .or(file.audiences)
+            .unwrap_or_default(),
+        introspection,
+        required_scopes,
+        scopes_supported,
+        leeway: secs(args.oauth_leeway_secs, file.leeway_secs, 60),
+        allow_plain_jwt: args
+            .oauth_allow_plain_jwt
+            .or(file.allow_plain_jwt)
+            .unwrap_or(false),
+        allow_insecure_http,
+        scope_errors: args
+            .oauth_scope_errors
+            .or(file.scope_errors)
+            .unwrap_or(ScopeErrors::Http),
+        jwks_min_refresh: secs(
+            args.oauth_jwks_min_refresh_secs,
+            file.jwks_min_refresh_secs,
+            30,
+        ),
+        jwks_max_age: secs(
+            args.oauth_jwks_max_age_secs,
+            file.jwks_max_age_secs,
+            24 * 3600,
+        ),
+        introspection_cache: secs(
+            args.oauth_introspection_cache_secs,
+            file.introspection_cache_secs,
+            300,
+        ),
+        introspection_cache_max: args
+            .oauth_introspection_cache_max
+            .or(file.introspection_cache_max)
+            .unwrap_or(10_000),
+        resource_name: args
+            .oauth_resource_name
+            .clone()
+            .or(file.resource_name)
+            .unwrap_or_else(|| "mcpgate".into()),
+        resource_documentation: args
+            .oauth_resource_documentation
+            .clone()
+            .or(file.resource_documentation),
+        exposed_claims: file.exposed_claims.unwrap_or_else(|| {
+            ["email", "name", "preferred_username"]
+                .map(str::to_owned)
+                .to_vec()
+        }),
+    })
+}
+
+/// OAuth over plain HTTP is for loopback development only, unless explicitly allowed.
+fn check_secure_url(value: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let url = url::Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&url) => Ok(()),
+        "http" => Err(format!(
+            "{value} is plain HTTP on a non-loopback host: tokens would travel in clear; use https \
+             (or set MCP_OAUTH_ALLOW_INSECURE_HTTP=true for development)"
+        )),
+        other => Err(format!("{value}: scheme {other} is not http(s)")),
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        assert!(check_secure_url("http://127.0.0.1:8080", false).is_ok());
+        assert!(check_secure_url("http://localhost", false).is_ok());
+        assert!(check_secure_url("http://[::1]:9", false).is_ok());
+        assert!(check_secure_url("https://mcp.example.com", false).is_ok());
+        let err = check_secure_url("http://mcp.example.com", false).unwrap_err();
+        assert!(err.contains("MCP_OAUTH_ALLOW_INSECURE_HTTP"), "{err}");
+        assert!(check_secure_url("http://mcp.example.com", true).is_ok());
+        assert!(check_secure_url("ftp://x", true).is_err());
+    }
+}

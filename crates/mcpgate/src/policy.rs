@@ -1,0 +1,380 @@
+//! Scope policy: which scopes each tool, resource and prompt needs, with a scope hierarchy.
+//!
+//! Defaults when nothing is configured: read-only tools (`readOnlyHint: true`) need
+//! `mcp:tools:read`, other tools `mcp:tools:write`, resources `mcp:resources:read`, prompts
+//! `mcp:prompts:read`. `mcp:tools:write` implies `mcp:tools:read`; `mcp:admin` implies all.
+//! Configured rules (glob patterns, first match wins) replace the default for what they match.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use mcpgate_auth::{Principal, ScopeSet};
+
+pub const TOOLS_READ: &str = "mcp:tools:read";
+pub const TOOLS_WRITE: &str = "mcp:tools:write";
+pub const RESOURCES_READ: &str = "mcp:resources:read";
+pub const PROMPTS_READ: &str = "mcp:prompts:read";
+pub const ADMIN: &str = "mcp:admin";
+/// In a hierarchy, a scope that implies this implies every scope.
+pub const EVERYTHING: &str = "*";
+
+/// One configured rule: a glob over tool names, resource URIs or prompt names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub scopes: Vec<String>,
+}
+
+/// The `[policy]` section of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `scope = ["implied", …]`; merged over the default hierarchy.
+    #[serde(default)]
+    pub hierarchy: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    pub tools: Vec<Rule>,
+    #[serde(default)]
+    pub resources: Vec<Rule>,
+    #[serde(default)]
+    pub prompts: Vec<Rule>,
+}
+
+/// What is being asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation<'a> {
+    Tool { name: &'a str, read_only: bool },
+    Resource { uri: &'a str },
+    Prompt { name: &'a str },
+}
+
+#[derive(Debug, Clone)]
+pub struct ScopePolicy {
+    hierarchy: HashMap<String, Vec<String>>,
+    baseline: Vec<String>,
+    tools: Vec<Rule>,
+    resources: Vec<Rule>,
+    prompts: Vec<Rule>,
+    /// Every scope the policy mentions: the "relevant" scopes repeated in step-up challenges.
+    known: BTreeSet<String>,
+}
+
+/// A principal's scopes with the hierarchy applied.
+pub struct Grants {
+    scopes: HashSet<String>,
+    everything: bool,
+}
+
+impl Grants {
+    pub fn has(&self, scope: &str) -> bool {
+        self.everything || self.scopes.contains(scope)
+    }
+}
+
+impl ScopePolicy {
+    pub fn new(config: &PolicyConfig, baseline: Vec<String>) -> Self {
+        let mut hierarchy: HashMap<String, Vec<String>> = HashMap::from([
+            (ADMIN.to_owned(), vec![EVERYTHING.to_owned()]),
+            (TOOLS_WRITE.to_owned(), vec![TOOLS_READ.to_owned()]),
+        ]);
+        hierarchy.extend(config.hierarchy.clone());
+        let mut known: BTreeSet<String> =
+            [TOOLS_READ, TOOLS_WRITE, RESOURCES_READ, PROMPTS_READ, ADMIN]
+                .map(str::to_owned)
+                .into();
+        for rule in config
+            .tools
+            .iter()
+            .chain(&config.resources)
+            .chain(&config.prompts)
+        {
+            known.extend(rule.scopes.iter().cloned());
+        }
+        for (scope, implied) in &hierarchy {
+            known.insert(scope.clone());
+            known.extend(implied.iter().filter(|s| *s != EVERYTHING).cloned());
+        }
+        known.extend(baseline.iter().cloned());
+        Self {
+            hierarchy,
+            baseline,
+            tools: config.tools.clone(),
+            resources: config.resources.clone(),
+            prompts: config.prompts.clone(),
+            known,
+        }
+    }
+
+    /// The scopes `principal` effectively holds. Unauthenticated servers (stdio, auth off) have
+    /// no scopes to enforce: their anonymous principal holds everything.
+    pub fn grants(&self, principal: &Principal) -> Grants {
+        if principal.is_anonymous() {
+            return Grants {
+                scopes: HashSet::new(),
+                everything: true,
+            };
+        }
+        self.expand(&principal.scopes)
+    }
+
+    fn expand(&self, scopes: &ScopeSet) -> Grants {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut queue: Vec<String> = scopes.iter().map(str::to_owned).collect();
+        let mut everything = false;
+        while let Some(scope) = queue.pop() {
+            if scope == EVERYTHING {
+                everything = true;
+                continue;
+            }
+            if seen.insert(scope.clone())
+                && let Some(implied) = self.hierarchy.get(&scope)
+            {
+                queue.extend(implied.iter().cloned());
+            }
+        }
+        Grants {
+            scopes: seen,
+            everything,
+        }
+    }
+
+    /// Every scope the operation needs (the baseline included).
+    pub fn required(&self, op: Operation<'_>) -> Vec<String> {
+        let (rules, subject, default) = match op {
+            Operation::Tool { name, read_only } => (
+                &self.tools,
+                name,
+                if read_only { TOOLS_READ } else { TOOLS_WRITE },
+            ),
+            Operation::Resource { uri } => (&self.resources, uri, RESOURCES_READ),
+            Operation::Prompt { name } => (&self.prompts, name, PROMPTS_READ),
+        };
+        let mut required = self.baseline.clone();
+        match rules.iter().find(|r| glob_match(&r.pattern, subject)) {
+            Some(rule) => required.extend(rule.scopes.iter().cloned()),
+            None => required.push(default.to_owned()),
+        }
+        required.sort();
+        required.dedup();
+        required
+    }
+
+    /// `Err(missing)` with the scopes the caller lacks.
+    pub fn check(&self, grants: &Grants, op: Operation<'_>) -> Result<(), Vec<String>> {
+        let missing: Vec<String> = self
+            .required(op)
+            .into_iter()
+            .filter(|s| !grants.has(s))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// The baseline needed to use the server at all.
+    pub fn check_baseline(&self, grants: &Grants) -> Result<(), Vec<String>> {
+        let missing: Vec<String> = self
+            .baseline
+            .iter()
+            .filter(|s| !grants.has(s))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+
+    pub fn baseline(&self) -> &[String] {
+        &self.baseline
+    }
+
+    /// The `scope` of a step-up challenge: everything the operation needs, plus the relevant scopes
+    /// the caller already holds (clients that replace rather than merge would otherwise lose them).
+    pub fn challenge_scope(&self, principal: &Principal, op: Operation<'_>) -> String {
+        let mut scopes: BTreeSet<String> = self.required(op).into_iter().collect();
+        scopes.extend(
+            principal
+                .scopes
+                .iter()
+                .filter(|s| self.known.contains(*s))
+                .map(str::to_owned),
+        );
+        scopes.into_iter().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Glob matching with `*` (any run, possibly empty) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(scopes: &str) -> Principal {
+        Principal::from_static_token("t", ScopeSet::parse(scopes))
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("notes_*", "notes_put"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("notes://*", "notes://a/b"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("notes_*", "whoami"));
+        assert!(glob_match("*_delete", "notes_delete"));
+        assert!(!glob_match("*_delete", "notes_delete_x"));
+    }
+
+    #[test]
+    fn defaults_follow_annotations_and_kind() {
+        let policy = ScopePolicy::new(&PolicyConfig::default(), vec![]);
+        let read = Operation::Tool {
+            name: "whoami",
+            read_only: true,
+        };
+        let write = Operation::Tool {
+            name: "notes_put",
+            read_only: false,
+        };
+        assert_eq!(policy.required(read), [TOOLS_READ]);
+        assert_eq!(policy.required(write), [TOOLS_WRITE]);
+        assert_eq!(
+            policy.required(Operation::Resource { uri: "notes://a" }),
+            [RESOURCES_READ]
+        );
+        assert_eq!(
+            policy.required(Operation::Prompt { name: "p" }),
+            [PROMPTS_READ]
+        );
+    }
+
+    #[test]
+    fn hierarchy_is_honoured_transitively() {
+        let config = PolicyConfig {
+            hierarchy: HashMap::from([("notes:owner".to_owned(), vec![TOOLS_WRITE.to_owned()])]),
+            ..Default::default()
+        };
+        let policy = ScopePolicy::new(&config, vec![]);
+        let read = Operation::Tool {
+            name: "whoami",
+            read_only: true,
+        };
+        let write = Operation::Tool {
+            name: "notes_put",
+            read_only: false,
+        };
+        assert!(
+            policy
+                .check(&policy.grants(&principal(TOOLS_WRITE)), read)
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&policy.grants(&principal("notes:owner")), read)
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&policy.grants(&principal(TOOLS_READ)), write)
+                .is_err()
+        );
+        let admin = policy.grants(&principal(ADMIN));
+        assert!(policy.check(&admin, write).is_ok());
+        assert!(
+            policy
+                .check(&admin, Operation::Resource { uri: "x" })
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&policy.grants(&Principal::anonymous()), write)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rules_replace_defaults_first_match_wins() {
+        let config = PolicyConfig {
+            tools: vec![
+                Rule {
+                    pattern: "notes_delete".into(),
+                    scopes: vec!["notes:admin".into()],
+                },
+                Rule {
+                    pattern: "notes_*".into(),
+                    scopes: vec!["notes:rw".into()],
+                },
+            ],
+            ..Default::default()
+        };
+        let policy = ScopePolicy::new(&config, vec!["mcp:connect".into()]);
+        assert_eq!(
+            policy.required(Operation::Tool {
+                name: "notes_delete",
+                read_only: false
+            }),
+            ["mcp:connect", "notes:admin"]
+        );
+        assert_eq!(
+            policy.required(Operation::Tool {
+                name: "notes_get",
+                read_only: true
+            }),
+            ["mcp:connect", "notes:rw"]
+        );
+        let g = policy.grants(&principal("notes:rw"));
+        assert_eq!(
+            policy.check(
+                &g,
+                Operation::Tool {
+                    name: "notes_get",
+                    read_only: true
+                }
+            ),
+            Err(vec!["mcp:connect".into()])
+        );
+        assert_eq!(policy.check_baseline(&g), Err(vec!["mcp:connect".into()]));
+    }
+
+    #[test]
+    fn challenges_repeat_relevant_held_scopes_only() {
+        let policy = ScopePolicy::new(&PolicyConfig::default(), vec![]);
+        let p = principal("openid mcp:tools:read mcp:prompts:read");
+        let scope = policy.challenge_scope(
+            &p,
+            Operation::Tool {
+                name: "notes_put",
+                read_only: false,
+            },
+        );
+        assert_eq!(scope, "mcp:prompts:read mcp:tools:read mcp:tools:write");
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test of mcpgate on a fresh machine: installs the pinned peers (npm, PyPI, apt),
+# checks formatting and lints, runs the Rust unit and integration tests, then the
+# interoperability tests with real MCP clients and the MCP conformance suite.
+#
+#   scripts/test.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "peers (pinned npm, PyPI and apt packages)"
+scripts/setup-peers.sh
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  step "cargo-nextest"
+  cargo install cargo-nextest --locked --version 0.9.143
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "Rust tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "interoperability with real clients"
+tests/interop/run.sh target/debug/mcpgate
+
+step "MCP conformance suite"
+tests/conformance/run.sh target/debug/mcpgate
