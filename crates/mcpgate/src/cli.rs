@@ -61,7 +61,17 @@ pub fn main() -> std::process::ExitCode {
     if !explicit {
         argv.insert(1, "serve".into());
     }
-    let cli = Cli::parse_from(argv);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && is_value_error(e.kind()) => {
+            // A bad flag or env value is a configuration error: one line, like the others.
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            eprintln!("config error: {}", first.trim_start_matches("error: "));
+            return std::process::ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Serve(args) => {
@@ -85,6 +95,11 @@ pub fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+fn is_value_error(kind: clap::error::ErrorKind) -> bool {
+    use clap::error::ErrorKind::*;
+    matches!(kind, InvalidValue | ValueValidation | InvalidUtf8)
 }
 
 fn config_check(args: &ConfigArgs) -> std::process::ExitCode {
@@ -114,7 +129,7 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
             NamedToken {
                 name: DEFAULT_TOKEN_NAME.into(),
                 secret: Secret::new(secret.clone()),
-                scopes: Vec::new(),
+                scopes: crate::config::full_access(),
             },
         );
         Some(secret)
@@ -126,7 +141,10 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
     let backend = backend(&config, shutdown.clone()).await?;
 
     if config.transport == Transport::Stdio {
-        return transport::stdio::serve(&config, backend, shutdown).await;
+        let served = transport::stdio::serve(&config, backend.clone(), shutdown.clone()).await;
+        shutdown.cancel();
+        backend.close().await;
+        return served;
     }
     if !config.auth_required() {
         tracing::warn!(
@@ -138,10 +156,11 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
     let auth = http::auth::authenticator(&config).await?;
-    let app = http::build(&config, backend, auth, shutdown.clone());
+    let app = http::build(&config, backend.clone(), auth, shutdown.clone());
     print_banner(&config, addr, generated.as_deref());
     tracing::info!(%addr, transport = ?config.transport, "listening");
     http::serve(listener, app.router, shutdown, config.shutdown_grace).await?;
+    backend.close().await;
     tracing::info!("shut down");
     Ok(())
 }
@@ -213,7 +232,8 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr, generated: Option<&
     } else {
         format!("{base}/mcp")
     };
-    if config.auth_required() {
+    let mut header = String::new();
+    if !config.tokens.is_empty() {
         let names: Vec<&str> = config.tokens.iter().map(|t| t.name.as_str()).collect();
         out.push_str(&format!(
             "  Auth             static bearer tokens ({})\n",
@@ -225,17 +245,23 @@ fn print_banner(config: &Config, addr: std::net::SocketAddr, generated: Option<&
                 "  Token            {token}   (generated for this run; shown once)\n"
             ));
         }
-        out.push_str("Connect:\n");
-        out.push_str(&format!(
-            "  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list --header \"Authorization: Bearer {token}\"\n"
-        ));
-        out.push_str(&format!(
-            "  claude mcp add --transport http mcpgate {url} --header \"Authorization: Bearer {token}\"\n"
-        ));
-    } else {
-        out.push_str("  Auth             none (set MCP_AUTH_TOKEN to require a bearer token)\n");
-        out.push_str(&format!("Connect:\n  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list\n"));
+        header = format!(" --header \"Authorization: Bearer {token}\"");
     }
+    if let Some(oauth) = &config.oauth {
+        out.push_str(&format!(
+            "  OAuth            tokens from {} for {}\n",
+            oauth.issuer,
+            oauth.mcp_resource()
+        ));
+    }
+    if !config.auth_required() {
+        out.push_str("  Auth             none (set MCP_AUTH_TOKEN to require a bearer token)\n");
+    }
+    out.push_str("Connect:\n");
+    out.push_str(&format!("  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list{header}\n"));
+    out.push_str(&format!(
+        "  claude mcp add --transport http mcpgate {url}{header}\n"
+    ));
     print!("{out}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }

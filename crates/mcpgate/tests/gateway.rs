@@ -1,9 +1,11 @@
-//! The gateway backend against a real stdio upstream.
+//! The gateway backend against real upstreams.
 //!
-//! The upstream is `examples/echo_upstream.rs`, an rmcp server. `cargo test` (and nextest, which
-//! builds through it) compiles the package's examples before running tests, so the binary sits
-//! next to this test's: `target/<profile>/examples/echo_upstream`. To build it alone:
-//! `cargo build -p mcpgate --example echo_upstream`.
+//! The stdio upstream is `examples/echo_upstream.rs`, an rmcp server. A full `cargo test` builds
+//! the package's examples, but `cargo test --test gateway` does not, so the tests run
+//! `cargo build -p mcpgate --example echo_upstream` once themselves (a no-op when it is fresh;
+//! skipped when `CARGO` is unset, e.g. for a prebuilt test archive) and use
+//! `target/<profile>/examples/echo_upstream`. The HTTP upstream is an rmcp Streamable HTTP server
+//! started in-process on a loopback port.
 //!
 //! Each test serves `McpHandler` over `GatewayBackend` on an in-memory duplex pipe and talks to it
 //! with an rmcp client, so the whole path downstream client → mcpgate → upstream is exercised.

@@ -183,7 +183,8 @@ async fn the_right_token_is_accepted() {
     assert_eq!(init["serverInfo"]["name"], "mcpgate");
     let me = mcp.call_tool("whoami", json!({})).await;
     assert_eq!(structured(&me)["principal"], "default");
-    assert_eq!(structured(&me)["scopes"], json!([]));
+    // MCP_AUTH_TOKEN keeps its old meaning: full access.
+    assert_eq!(structured(&me)["scopes"], json!(["mcp:admin"]));
     // The scheme name is case-insensitive (RFC 7235).
     let lower = http()
         .post(server.url("/mcp"))
@@ -292,7 +293,8 @@ async fn named_tokens_are_principals_with_their_scopes() {
     default.initialize().await;
     let me = default.call_tool("whoami", json!({})).await;
     assert_eq!(structured(&me)["principal"], "default");
-    assert_eq!(structured(&me)["scopes"], json!([]));
+    // MCP_AUTH_TOKEN keeps its old meaning: full access.
+    assert_eq!(structured(&me)["scopes"], json!(["mcp:admin"]));
 }
 
 #[tokio::test]

@@ -11,13 +11,20 @@ use common::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const CI_TOKEN: &str = "ci-secret-token-77ab01";
+const ALICE_TOKEN: &str = "alice-secret-token-77ab01";
 
+/// `MCP_AUTH_TOKEN` (principal `default`) and a named token `alice`, both allowed everything the
+/// built-in tools offer.
 fn two_principals() -> Server {
     Server::builder()
         .with_token()
         .config_file(&format!(
-            "[[tokens]]\nname = \"ci\"\ntoken = \"{CI_TOKEN}\"\nscopes = [\"mcp:tools:read\"]\n"
+            r#"
+[[tokens]]
+name = "alice"
+token = "{ALICE_TOKEN}"
+scopes = ["mcp:tools:write", "mcp:resources:read", "mcp:prompts:read"]
+"#
         ))
         .start()
 }
@@ -93,7 +100,8 @@ async fn whoami_reports_principal_transport_and_protocol() {
     assert_eq!(me["principal"], "default");
     assert_eq!(me["transport"], "streamable-http");
     assert_eq!(me["protocol_version"], STATEFUL_VERSION);
-    assert_eq!(me["scopes"], json!([]));
+    // MCP_AUTH_TOKEN keeps its old meaning: full access.
+    assert_eq!(me["scopes"], json!(["mcp:admin"]));
     // The text content carries the same JSON for clients that ignore structured content.
     let text = result["content"][0]["text"].as_str().unwrap();
     assert_eq!(&serde_json::from_str::<Value>(text).unwrap(), me);
@@ -210,8 +218,8 @@ async fn principals_never_see_each_others_notes() {
     let server = two_principals();
     let mut default = server.mcp(Some(TOKEN));
     default.initialize().await;
-    let mut ci = server.mcp(Some(CI_TOKEN));
-    ci.initialize().await;
+    let mut alice = server.mcp(Some(ALICE_TOKEN));
+    alice.initialize().await;
 
     default
         .call_tool(
@@ -220,30 +228,35 @@ async fn principals_never_see_each_others_notes() {
         )
         .await;
 
-    let listed = ci.call_tool("notes_list", json!({})).await;
+    let listed = alice.call_tool("notes_list", json!({})).await;
     assert_eq!(structured(&listed)["notes"], json!([]));
-    let got = ci.call_tool("notes_get", json!({ "id": "secret" })).await;
+    let got = alice
+        .call_tool("notes_get", json!({ "id": "secret" }))
+        .await;
     assert_eq!(got["isError"], json!(true), "{got}");
-    let resources = ci.request("resources/list", json!({})).await;
+    let resources = alice.request("resources/list", json!({})).await;
     assert_eq!(resources["resources"], json!([]));
-    let read = ci
+    let read = alice
         .send("resources/read", json!({ "uri": "notes://secret" }))
         .await;
-    assert!(read.message["error"].is_object(), "{:?}", read);
-    let deleted = ci
+    assert_eq!(read.message["error"]["code"], -32002, "{:?}", read);
+    let deleted = alice
         .call_tool("notes_delete", json!({ "id": "secret" }))
         .await;
     assert_eq!(deleted["isError"], json!(true), "{deleted}");
 
-    // ci's own note with the same id does not clobber default's.
-    ci.call_tool("notes_put", json!({ "id": "secret", "content": "ci's" }))
+    // alice's own note with the same id does not clobber default's.
+    alice
+        .call_tool("notes_put", json!({ "id": "secret", "content": "alice's" }))
         .await;
     let mine = default
         .call_tool("notes_get", json!({ "id": "secret" }))
         .await;
     assert_eq!(mine["content"][0]["text"], "default's");
-    let theirs = ci.call_tool("notes_get", json!({ "id": "secret" })).await;
-    assert_eq!(theirs["content"][0]["text"], "ci's");
+    let theirs = alice
+        .call_tool("notes_get", json!({ "id": "secret" }))
+        .await;
+    assert_eq!(theirs["content"][0]["text"], "alice's");
 }
 
 #[tokio::test]
@@ -252,15 +265,15 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     let mut default = server.mcp(Some(TOKEN));
     default.initialize().await;
 
-    // ci presents default's session id: as if it did not exist.
-    let mut thief = server.mcp(Some(CI_TOKEN));
+    // alice presents default's session id: as if it did not exist.
+    let mut thief = server.mcp(Some(ALICE_TOKEN));
     thief.session = default.session.clone();
     thief.protocol = Some(STATEFUL_VERSION.into());
     let stolen = thief.send("tools/list", json!({})).await;
     assert_eq!(stolen.status, StatusCode::NOT_FOUND, "{:?}", stolen);
     let stolen_get = http()
         .get(server.url("/mcp"))
-        .bearer_auth(CI_TOKEN)
+        .bearer_auth(ALICE_TOKEN)
         .header("Accept", "text/event-stream")
         .header("Mcp-Session-Id", default.session.clone().unwrap())
         .send()
@@ -269,7 +282,7 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     assert_eq!(stolen_get.status(), StatusCode::NOT_FOUND);
     let stolen_delete = http()
         .delete(server.url("/mcp"))
-        .bearer_auth(CI_TOKEN)
+        .bearer_auth(ALICE_TOKEN)
         .header("Mcp-Session-Id", default.session.clone().unwrap())
         .send()
         .await
@@ -449,7 +462,7 @@ async fn stateless_notes_are_the_principals_own() {
     assert_eq!(put.status, StatusCode::OK, "{:?}", put);
     let mine = call(TOKEN, 2, "notes_get", json!({ "id": "s" })).await;
     assert_eq!(mine.result()["content"][0]["text"], "stateless");
-    let theirs = call(CI_TOKEN, 3, "notes_get", json!({ "id": "s" })).await;
+    let theirs = call(ALICE_TOKEN, 3, "notes_get", json!({ "id": "s" })).await;
     assert_eq!(theirs.result()["isError"], json!(true));
 }
 

@@ -104,8 +104,19 @@ impl AccessClaims {
         if self.iat.is_some_and(|iat| iat - leeway > now) {
             return invalid("the token was issued in the future");
         }
-        let client_id = self.client_id.clone().or_else(|| self.azp.clone());
-        let Some(subject) = self.sub.clone().or_else(|| client_id.clone()) else {
+        // Okta names the client `cid`; OIDC-style tokens `azp`.
+        let client_id = self
+            .client_id
+            .clone()
+            .or_else(|| self.azp.clone())
+            .or_else(|| {
+                self.other
+                    .get("cid")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            });
+        // Without `sub` every user of a client would collapse into one principal.
+        let Some(subject) = self.sub.clone().filter(|s| !s.is_empty()) else {
             return invalid("the token has no subject");
         };
         let scopes = self.scopes();

@@ -120,10 +120,16 @@ impl Verifier for IntrospectionVerifier {
         if !answer.active {
             return Err(VerifyError::Invalid("the token is not active".into()));
         }
-        let claims: AccessClaims = serde_json::from_value(answer.claims).map_err(|_| {
+        let mut claims: AccessClaims = serde_json::from_value(answer.claims).map_err(|_| {
             VerifyError::Unavailable("the introspection response is malformed".into())
         })?;
+        // RFC 7662 makes `iss` and `exp` optional: the endpoint speaks for its issuer, and an
+        // answer without expiry is trusted no longer than the cache ceiling.
         let exp = claims.exp;
+        claims.iss.get_or_insert_with(|| self.rules.issuer.clone());
+        claims
+            .exp
+            .get_or_insert(now_secs() + self.settings.cache_ceiling.as_secs() as i64);
         let principal = claims.into_principal(&self.rules)?;
         self.remember(key, &principal, exp);
         Ok(Some(principal))

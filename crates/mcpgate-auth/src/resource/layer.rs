@@ -56,6 +56,8 @@ pub struct Authenticator {
     realm: Option<String>,
     /// `(path prefix, metadata URL)`: the protected-resource metadata each endpoint points at.
     resource_metadata: Vec<(String, String)>,
+    /// The scopes a client should ask for when it has no (valid) token.
+    scope: Option<String>,
     observer: Option<Arc<dyn AuthObserver>>,
 }
 
@@ -65,6 +67,7 @@ impl Authenticator {
             chain,
             realm: None,
             resource_metadata: Vec::new(),
+            scope: None,
             observer: None,
         }
     }
@@ -82,6 +85,13 @@ impl Authenticator {
     ) -> Self {
         self.resource_metadata
             .push((path_prefix.into(), url.into()));
+        self
+    }
+
+    /// 401 challenges carry `scope="<scope>"`, the scopes needed for basic use.
+    pub fn with_challenge_scope(mut self, scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        self.scope = (!scope.is_empty()).then_some(scope);
         self
     }
 
@@ -112,6 +122,7 @@ impl Authenticator {
                 .iter()
                 .find(|(prefix, _)| path.starts_with(prefix.as_str()))
                 .map(|(_, url)| url.clone()),
+            scope: self.scope.clone(),
             ..Default::default()
         }
     }

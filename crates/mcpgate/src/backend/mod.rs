@@ -151,6 +151,9 @@ pub trait Backend: Send + Sync + 'static {
     }
     async fn on_roots_list_changed(&self, _context: &NotificationContext<RoleServer>) {}
 
+    /// Called once after shutdown was signalled: release what outlives the process otherwise.
+    async fn close(&self) {}
+
     /// `Err` with a reason when the backend cannot serve requests right now (`/ready`).
     async fn readiness(&self) -> Result<(), String> {
         Ok(())

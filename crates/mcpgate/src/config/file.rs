@@ -61,7 +61,7 @@ impl FileConfig {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|span| format!("line {}", text[..span.start].lines().count().max(1)))
+                .map(|span| format!("line {}", text[..span.start].matches('\n').count() + 1))
                 .unwrap_or_else(|| "config".into());
             ConfigError {
                 key: line,

@@ -82,6 +82,10 @@ pub fn redacted_toml(config: &Config) -> String {
         })
         .collect();
     t.insert("tokens".into(), Value::Array(tokens));
+    if let Some(oauth) = &config.oauth {
+        t.insert("oauth".into(), Value::Table(oauth_table(oauth)));
+    }
+    t.insert("policy".into(), Value::Table(policy_table(&config.policy)));
     toml::to_string_pretty(&t).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
 }
 
@@ -99,4 +103,86 @@ fn redact_userinfo(raw: &str) -> String {
         }
         _ => raw.to_owned(),
     }
+}
+
+fn oauth_table(oauth: &super::OAuthConfig) -> Table {
+    let mut t = Table::new();
+    t.insert("enabled".into(), true.into());
+    t.insert(
+        "mode".into(),
+        format!("{:?}", oauth.mode).to_lowercase().into(),
+    );
+    t.insert("issuer".into(), oauth.issuer.clone().into());
+    t.insert("public_url".into(), oauth.public_url.clone().into());
+    if let Some(uri) = &oauth.jwks_uri {
+        t.insert("jwks_uri".into(), uri.clone().into());
+    }
+    t.insert("audiences".into(), strings(&oauth.audiences));
+    if let Some(i) = &oauth.introspection {
+        t.insert("introspection_url".into(), i.url.clone().into());
+        t.insert("introspection_client_id".into(), i.client_id.clone().into());
+        t.insert("introspection_client_secret".into(), REDACTED.into());
+    }
+    t.insert("required_scopes".into(), strings(&oauth.required_scopes));
+    t.insert("scopes_supported".into(), strings(&oauth.scopes_supported));
+    t.insert("leeway_secs".into(), (oauth.leeway.as_secs() as i64).into());
+    t.insert("allow_plain_jwt".into(), oauth.allow_plain_jwt.into());
+    t.insert(
+        "allow_insecure_http".into(),
+        oauth.allow_insecure_http.into(),
+    );
+    t.insert(
+        "scope_errors".into(),
+        format!("{:?}", oauth.scope_errors).to_lowercase().into(),
+    );
+    t.insert(
+        "jwks_min_refresh_secs".into(),
+        (oauth.jwks_min_refresh.as_secs() as i64).into(),
+    );
+    t.insert(
+        "jwks_max_age_secs".into(),
+        (oauth.jwks_max_age.as_secs() as i64).into(),
+    );
+    t.insert(
+        "introspection_cache_secs".into(),
+        (oauth.introspection_cache.as_secs() as i64).into(),
+    );
+    t.insert(
+        "introspection_cache_max".into(),
+        (oauth.introspection_cache_max as i64).into(),
+    );
+    t.insert("resource_name".into(), oauth.resource_name.clone().into());
+    if let Some(doc) = &oauth.resource_documentation {
+        t.insert("resource_documentation".into(), doc.clone().into());
+    }
+    t.insert("exposed_claims".into(), strings(&oauth.exposed_claims));
+    t
+}
+
+fn policy_table(policy: &crate::policy::PolicyConfig) -> Table {
+    let rules = |rules: &[crate::policy::Rule]| {
+        Value::Array(
+            rules
+                .iter()
+                .map(|r| {
+                    let mut e = Table::new();
+                    e.insert("match".into(), r.pattern.clone().into());
+                    e.insert("scopes".into(), strings(&r.scopes));
+                    Value::Table(e)
+                })
+                .collect(),
+        )
+    };
+    let mut t = Table::new();
+    let mut hierarchy = Table::new();
+    let mut keys: Vec<_> = policy.hierarchy.keys().collect();
+    keys.sort();
+    for key in keys {
+        hierarchy.insert(key.clone(), strings(&policy.hierarchy[key]));
+    }
+    t.insert("hierarchy".into(), Value::Table(hierarchy));
+    t.insert("tools".into(), rules(&policy.tools));
+    t.insert("resources".into(), rules(&policy.resources));
+    t.insert("prompts".into(), rules(&policy.prompts));
+    t
 }

@@ -120,3 +120,36 @@ fn upstream_url_userinfo_is_redacted() {
     let rendered = config.render_redacted();
     assert!(!rendered.contains("u:p@"), "{rendered}");
 }
+
+#[test]
+fn oauth_settings_render_without_the_client_secret() {
+    let file = FileConfig::parse(
+        "[oauth]\nenabled = true\nissuer = \"https://as.example\"\npublic_url = \"https://mcp.example/\"\n\
+         introspection_url = \"https://as.example/introspect\"\nintrospection_client_id = \"rs\"\n\
+         introspection_client_secret = \"hunter2\"\n[[policy.tools]]\nmatch = \"notes_*\"\nscopes = [\"notes\"]\n",
+    )
+    .unwrap();
+    let config = Config::resolve(&ConfigArgs::default(), file).unwrap();
+    let oauth = config.oauth.as_ref().unwrap();
+    assert_eq!(oauth.mcp_resource(), "https://mcp.example/mcp");
+    assert_eq!(oauth.scopes_supported, ["mcp:tools:read"]);
+    let rendered = config.render_redacted();
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(rendered.contains("notes_*"), "{rendered}");
+    assert!(
+        rendered.contains("https://as.example/introspect"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn oauth_refuses_plain_http_off_loopback_and_unfinished_modes() {
+    let file = FileConfig::parse(
+        "[oauth]\nenabled = true\nmode = \"proxy\"\nissuer = \"http://as.example\"\npublic_url = \"https://mcp.example\"\n",
+    )
+    .unwrap();
+    let errors = Config::resolve(&ConfigArgs::default(), file).unwrap_err();
+    let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"oauth.issuer"), "{keys:?}");
+    assert!(keys.contains(&"oauth.mode"), "{keys:?}");
+}

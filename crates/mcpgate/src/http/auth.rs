@@ -52,7 +52,8 @@ pub async fn authenticator(config: &Config) -> Result<Option<Arc<Authenticator>>
             Authenticator::new(chain.clone())
                 .with_resource_metadata("/mcp", well_known_url(&oauth.mcp_resource()))
                 .with_resource_metadata("/sse", well_known_url(&oauth.sse_resource()))
-                .with_resource_metadata("/messages", well_known_url(&oauth.sse_resource())),
+                .with_resource_metadata("/messages", well_known_url(&oauth.sse_resource()))
+                .with_challenge_scope(oauth.scopes_supported.join(" ")),
         );
     }
     let authenticator =

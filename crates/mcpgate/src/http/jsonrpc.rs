@@ -54,7 +54,7 @@ pub async fn inspect_post(
         if let Some(principal) = parts.extensions.get::<Arc<Principal>>()
             && let Err(refused) = gate.check(principal, &message, parts.uri.path())
         {
-            return refused;
+            return refused.into_response();
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -71,8 +71,13 @@ pub fn is_json(headers: &http::HeaderMap) -> bool {
 
 /// The body-limit layer reports an oversized body as an error while it is read.
 pub fn read_error(e: &axum::Error) -> Response {
-    let too_large =
-        std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    // The limit error sits somewhere down the chain (axum wraps the body's error).
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut too_large = false;
+    while let Some(error) = source {
+        too_large |= error.is::<http_body_util::LengthLimitError>();
+        source = error.source();
+    }
     if too_large {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,

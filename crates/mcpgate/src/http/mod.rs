@@ -1,7 +1,8 @@
 //! The axum application: routes, and the layers every request crosses, outermost first:
-//! trace → panic catcher → metrics → Host/Origin guard → CORS → body limit → timeout,
-//! then for MCP routes: per-IP rate limit → authentication → per-principal rate limit →
-//! session binding → transport.
+//! trace → panic catcher → metrics → body limit → timeout → CORS → Host/Origin guard, then for
+//! MCP routes: per-IP rate limit → authentication → per-principal rate limit → baseline scopes →
+//! session binding → body inspection (JSON-RPC errors, step-up) → transport.
+//! `/health`, `/ready` and the protected-resource metadata are outside the guard.
 
 pub mod auth;
 pub mod guard;
@@ -143,18 +144,18 @@ pub fn build(
         config.dns_rebinding_protection,
         &config.cors_allowed_origins,
     ));
-    let mut guarded = mcp
-        .layer(from_fn_with_state(origin_policy, guard::check_origin))
-        .layer(cors(config));
     if config.metrics_enabled
         && let Some(handle) = ops_metrics::install()
     {
-        guarded = guarded.merge(
+        mcp = mcp.merge(
             Router::new()
                 .route("/metrics", get(ops_metrics::render))
                 .with_state(handle),
         );
     }
+    let guarded = mcp
+        .layer(from_fn_with_state(origin_policy, guard::check_origin))
+        .layer(cors(config));
 
     let health_state = HealthState {
         started: Instant::now(),
@@ -173,12 +174,16 @@ pub fn build(
         .merge(open)
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,
-            config.request_timeout,
+            // A stateless tool call answers in the response itself: give it the tool's time.
+            config.request_timeout.max(config.tool_timeout + std::time::Duration::from_secs(5)),
         ))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(from_fn(ops_metrics::track))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http());
+        // Spans name the path only: a query string may carry a (refused) token or a session id.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<axum::body::Body>| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }));
     App { router, sessions }
 }
 

@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mcpgate_auth::Principal;
-use mcpgate_auth::resource::{Authenticator, ChallengeError};
+use mcpgate_auth::resource::{Authenticator, Challenge, ChallengeError};
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 
 use crate::backend::Backend;
@@ -23,13 +23,13 @@ pub struct ScopeGate {
 }
 
 impl ScopeGate {
-    /// `Err(403 response)` when `message` asks for more than `principal` may do.
+    /// `Err(403 challenge)` when `message` asks for more than `principal` may do.
     pub fn check(
         &self,
         principal: &Principal,
         message: &ClientJsonRpcMessage,
         path: &str,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Challenge> {
         if !self.http_errors {
             return Ok(());
         }
@@ -67,7 +67,7 @@ impl ScopeGate {
         }
     }
 
-    fn refusal(&self, path: &str, scope: String, missing: &[String]) -> Response {
+    fn refusal(&self, path: &str, scope: String, missing: &[String]) -> Challenge {
         let mut challenge = self
             .authenticator
             .as_ref()
@@ -79,11 +79,11 @@ impl ScopeGate {
             missing.join(" ")
         ));
         challenge.scope = Some(scope);
-        challenge.into_response()
+        challenge
     }
 
     /// The baseline scopes every request needs, checked right after authentication.
-    pub fn check_baseline(&self, principal: &Principal, path: &str) -> Result<(), Response> {
+    pub fn check_baseline(&self, principal: &Principal, path: &str) -> Result<(), Challenge> {
         let grants = self.policy.grants(principal);
         self.policy
             .check_baseline(&grants)

@@ -52,14 +52,14 @@ impl RateLimits {
     }
 }
 
+/// `Err(wait)` when the key is over its quota.
 fn check<K: Hash + Eq + Clone>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
-) -> Result<(), Response> {
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        too_many_requests(wait)
-    })
+) -> Result<(), Duration> {
+    limiter
+        .check_key(key)
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
 fn too_many_requests(wait: Duration) -> Response {
@@ -85,7 +85,7 @@ pub async fn per_ip(
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         && let Err(refused) = check(&limits.by_ip, &peer.ip())
     {
-        return refused;
+        return too_many_requests(refused);
     }
     next.run(request).await
 }
@@ -99,7 +99,7 @@ pub async fn per_principal(
     if let Some(principal) = request.extensions().get::<Arc<Principal>>()
         && let Err(refused) = check(&limits.by_principal, &principal.key())
     {
-        return refused;
+        return too_many_requests(refused);
     }
     next.run(request).await
 }
@@ -114,7 +114,7 @@ mod tests {
         let ip: IpAddr = [127, 0, 0, 1].into();
         assert!(check(&limits.by_ip, &ip).is_ok());
         assert!(check(&limits.by_ip, &ip).is_ok());
-        let refused = check(&limits.by_ip, &ip).unwrap_err();
+        let refused = too_many_requests(check(&limits.by_ip, &ip).unwrap_err());
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         let retry: u64 = refused.headers()[header::RETRY_AFTER]
             .to_str()

@@ -222,7 +222,7 @@ pub async fn post_message(
         }
     };
     if let Err(refused) = transport.gate.check(principal, &message, parts.uri.path()) {
-        return refused;
+        return refused.into_response();
     }
     match &mut message {
         ClientJsonRpcMessage::Request(r) => {

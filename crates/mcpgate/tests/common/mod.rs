@@ -515,11 +515,14 @@ impl SseStream {
     }
 }
 
-/// A reqwest client that does not follow redirects or use proxies.
+/// A reqwest client that does not follow redirects or use proxies, and opens a fresh connection
+/// per request: a refused request (413, 401…) may leave its connection closing, and a pooled
+/// connection the server is closing makes reqwest fail instead of showing the server's answer.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
         .build()
         .expect("reqwest client")
 }

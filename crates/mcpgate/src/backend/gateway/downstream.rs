@@ -129,7 +129,6 @@ impl Hub {
     }
 
     /// Record a forwarded request until the returned guard is dropped.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn track(
         self: &Arc<Self>,
         upstream_id: RequestId,

@@ -60,6 +60,8 @@ pub struct GatewayBackend {
     upstream: Arc<Upstream>,
     hub: Arc<Hub>,
     call_timeout: Duration,
+    /// `readOnlyHint` of the upstream's tools as last listed, for scope checks before dispatch.
+    read_only: std::sync::RwLock<std::collections::HashMap<String, bool>>,
 }
 
 impl GatewayBackend {
@@ -73,11 +75,52 @@ impl GatewayBackend {
     ) -> Result<Arc<Self>, GatewayError> {
         let hub = Arc::new(Hub::default());
         let upstream = Upstream::start(target, Arc::clone(&hub), shutdown).await?;
-        Ok(Arc::new(Self {
+        let backend = Arc::new(Self {
             upstream,
             hub,
             call_timeout,
-        }))
+            read_only: Default::default(),
+        });
+        backend.learn_tools().await;
+        Ok(backend)
+    }
+
+    /// Lists the upstream's tools once, so scope checks know their hints before any client lists.
+    async fn learn_tools(&self) {
+        let Ok(connection) = self.upstream.connection() else {
+            return;
+        };
+        if self.upstream_capabilities().tools.is_none() {
+            return;
+        }
+        match tokio::time::timeout(self.call_timeout, connection.peer.list_all_tools()).await {
+            Ok(Ok(tools)) => self.remember_tools(&tools),
+            Ok(Err(error)) => {
+                tracing::warn!(target: "mcpgate::upstream", %error, "listing the upstream's tools failed")
+            }
+            Err(_) => {
+                tracing::warn!(target: "mcpgate::upstream", "listing the upstream's tools timed out")
+            }
+        }
+    }
+
+    fn remember_tools(&self, tools: &[Tool]) {
+        let hints = tools
+            .iter()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.annotations
+                        .as_ref()
+                        .and_then(|a| a.read_only_hint)
+                        .unwrap_or(false),
+                )
+            })
+            .collect();
+        *self
+            .read_only
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = hints;
     }
 
     /// Remember the caller's session (for notifications) and get a forwarder for its request.
@@ -163,6 +206,19 @@ impl Backend for GatewayBackend {
                 call.context,
             )
             .await
+            .inspect(|tools| self.remember_tools(tools))
+    }
+
+    fn tool_read_only(&self, name: &str) -> Option<bool> {
+        self.read_only
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+    }
+
+    async fn close(&self) {
+        self.upstream.stopped(Duration::from_secs(10)).await;
     }
 
     async fn call_tool(

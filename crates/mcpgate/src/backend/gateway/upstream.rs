@@ -48,9 +48,14 @@ impl UpstreamTarget {
         matches!(self, Self::Command(_))
     }
 
-    fn describe(&self) -> &str {
+    /// For logs: the program, or the URL without credentials and query. Arguments and query
+    /// strings often carry secrets, and secrets never reach the logs.
+    fn describe(&self) -> String {
         match self {
-            Self::Command(line) | Self::Url(line) => line,
+            Self::Command(line) => shlex::split(line)
+                .and_then(|argv| argv.into_iter().next())
+                .unwrap_or_default(),
+            Self::Url(url) => redact_url(url),
         }
     }
 }
@@ -79,6 +84,7 @@ pub(super) struct Upstream {
     /// Kept while down, so capabilities and server info stay stable across restarts.
     info: RwLock<Option<Arc<ServerPeerInfo>>>,
     generations: AtomicU64,
+    supervisor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Upstream {
@@ -96,10 +102,31 @@ impl Upstream {
             link: RwLock::new(Link::Down("starting".to_owned())),
             info: RwLock::new(None),
             generations: AtomicU64::new(0),
+            supervisor: std::sync::Mutex::new(None),
         });
         upstream.set_up(&running, ct);
-        tokio::spawn(Arc::clone(&upstream).supervise(running, client, hub, shutdown));
+        let supervisor =
+            tokio::spawn(Arc::clone(&upstream).supervise(running, client, hub, shutdown));
+        *upstream
+            .supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(supervisor);
         Ok(upstream)
+    }
+
+    /// Waits (at most `limit`) for the supervisor to finish after shutdown, so the child
+    /// process has been reaped before mcpgate exits.
+    pub(super) async fn stopped(&self, limit: Duration) {
+        let handle = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle
+            && tokio::time::timeout(limit, handle).await.is_err()
+        {
+            tracing::warn!(target: "mcpgate::upstream", "the upstream MCP server did not stop in time");
+        }
     }
 
     /// The live connection, or a clear error right away when the upstream is down.
@@ -184,7 +211,7 @@ impl Upstream {
             if started.elapsed() >= STABLE_AFTER {
                 backoff = MIN_BACKOFF;
             }
-            tracing::warn!(target: "mcpgate::upstream", upstream = self.target.describe(), reason, "upstream MCP server {what}");
+            tracing::warn!(target: "mcpgate::upstream", upstream = %self.target.describe(), reason, "upstream MCP server {what}");
             loop {
                 tracing::info!(target: "mcpgate::upstream", "reconnecting to the upstream MCP server in {backoff:?}");
                 tokio::select! {
@@ -198,7 +225,9 @@ impl Upstream {
                         running = next;
                         self.set_up(&running, ct);
                         tracing::info!(target: "mcpgate::upstream", "upstream MCP server reconnected");
-                        self.after_reconnect(&hub).await;
+                        // Off the supervisor task: a slow client must not delay watching the
+                        // new connection.
+                        tokio::spawn(Arc::clone(&self).after_reconnect(Arc::clone(&hub)));
                         break;
                     }
                     Err(error) => {
@@ -211,7 +240,7 @@ impl Upstream {
     }
 
     /// A fresh upstream knows nothing of earlier subscriptions, and its lists may differ.
-    async fn after_reconnect(&self, hub: &Hub) {
+    async fn after_reconnect(self: Arc<Self>, hub: Arc<Hub>) {
         let Ok(connection) = self.connection() else {
             return;
         };
@@ -255,12 +284,12 @@ async fn open(
             }
             UpstreamTarget::Url(url) => {
                 let parsed = url::Url::parse(url).map_err(|error| GatewayError::InvalidUrl {
-                    url: url.clone(),
+                    url: redact_url(url),
                     reason: error.to_string(),
                 })?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(GatewayError::InvalidUrl {
-                        url: url.clone(),
+                        url: redact_url(url),
                         reason: "not an http(s) URL".to_owned(),
                     });
                 }
@@ -279,11 +308,25 @@ async fn open(
         })?
 }
 
+/// `url` without user info, query or fragment.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => "<invalid URL>".to_owned(),
+    }
+}
+
 /// Spawn the stdio server in its own process group (so helpers it starts, like `npx`'s node,
 /// die with it) and pipe its stderr into our log.
 fn spawn_child(line: &str) -> Result<TokioChildProcess, GatewayError> {
     let argv = shlex::split(line)
-        .ok_or_else(|| GatewayError::InvalidCommand(format!("unbalanced quotes in `{line}`")))?;
+        .ok_or_else(|| GatewayError::InvalidCommand("unbalanced quotes".to_owned()))?;
     let Some((program, args)) = argv.split_first() else {
         return Err(GatewayError::InvalidCommand(
             "the command line is empty".to_owned(),
@@ -291,6 +334,16 @@ fn spawn_child(line: &str) -> Result<TokioChildProcess, GatewayError> {
     };
     let mut command = tokio::process::Command::new(program);
     command.args(args);
+    // The upstream gets mcpgate's environment (its own credentials usually live there), but not
+    // mcpgate's secrets: there is no token passthrough, not even by inheritance.
+    for (name, _) in std::env::vars_os() {
+        let secret = name
+            .to_str()
+            .is_some_and(|name| name == "MCP_AUTH_TOKEN" || name.starts_with("MCP_OAUTH_"));
+        if secret {
+            command.env_remove(name);
+        }
+    }
     let mut command = CommandWrap::from(command);
     command.wrap(ProcessGroup::leader());
     let (child, stderr) = TokioChildProcess::builder(command)
