@@ -33,5 +33,8 @@ cargo nextest run --workspace --locked --no-fail-fast
 step "interoperability with real clients"
 tests/interop/run.sh target/debug/mcpgate
 
+step "OAuth resource server against a real IdP (oidc-provider)"
+tests/oauth/run.sh target/debug/mcpgate
+
 step "MCP conformance suite"
 tests/conformance/run.sh target/debug/mcpgate

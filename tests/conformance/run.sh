@@ -11,7 +11,7 @@
 # The suite first runs DIRECTLY against each backend (over its own Streamable HTTP) to learn
 # which scenarios the backend itself passes. Fails if a scenario passing directly fails through
 # mcpgate, if dns-rebinding-protection fails through mcpgate, or if results contradict the
-# baseline. Prints `conformance: N passed, M failed` last (scenarios through mcpgate, both
+# baseline. Prints `conformance: N passed, M failed, K skipped` last (K: baseline expected failures) (scenarios through mcpgate, both
 # backends). Results: test-artifacts/conformance/<backend>/{direct,gateway}/.
 set -uo pipefail
 
@@ -61,7 +61,7 @@ run_backend everything "$HERE/baseline.yml" "exec '$NODE22' '$EVERYTHING' stream
   >"$ART/everything.txt" || status=1
 cat "$ART/fixture.txt" "$ART/everything.txt"
 
-read -r p f < <(sed -nE 's/^(fixture|everything): ([0-9]+) passed, ([0-9]+) failed$/\2 \3/p' "$ART"/*.txt |
-  awk '{p += $1; f += $2} END {print p + 0, f + 0}')
-echo "conformance: $p passed, $f failed"
+read -r p f k < <(sed -nE 's/^(fixture|everything): ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\2 \3 \4/p' "$ART"/*.txt |
+  awk '{p += $1; f += $2; k += $3} END {print p + 0, f + 0, k + 0}')
+echo "conformance: $p passed, $f failed, $k skipped"
 exit $status

@@ -115,8 +115,14 @@ impl AccessClaims {
                     .and_then(|v| v.as_str())
                     .map(str::to_owned)
             });
-        // Without `sub` every user of a client would collapse into one principal.
-        let Some(subject) = self.sub.clone().filter(|s| !s.is_empty()) else {
+        // A token without `sub` acts for its client alone (client credentials, RFC 7662 answers
+        // for machine tokens); a token naming neither is refused.
+        let Some(subject) = self
+            .sub
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| client_id.clone())
+        else {
             return invalid("the token has no subject");
         };
         let scopes = self.scopes();

@@ -198,6 +198,27 @@ pub async fn require_bearer(
             parts.extensions.insert(principal);
             next.run(Request::from_parts(parts, body)).await
         }
-        other => auth.refusal(parts.uri.path(), &other),
+        other => {
+            let response = auth.refusal(parts.uri.path(), &other);
+            refuse_unread(body, response).await
+        }
     }
+}
+
+/// Largest unread request body drained so a refused client can reuse its connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends a refusal for a request whose body was not read. hyper closes a keep-alive connection
+/// whose request body is left unread, silently, and clients that reuse it (httpx) then fail: so
+/// small bodies are read and dropped first, and `Connection: close` announces the close otherwise.
+pub async fn refuse_unread(body: axum::body::Body, mut response: Response) -> Response {
+    let drained =
+        tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, DRAIN_LIMIT)).await;
+    if !matches!(drained, Ok(Ok(_))) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

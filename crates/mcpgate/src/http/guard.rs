@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, Uri, header};
+use mcpgate_auth::resource::layer::refuse_unread;
 
 /// Which `Host` and `Origin` values a request may carry.
 #[derive(Debug, Clone)]
@@ -128,13 +129,15 @@ pub async fn check_origin(
     next: Next,
 ) -> Response {
     if let Err(reason) = policy.check(request.headers(), request.uri()) {
+        let body = request.into_body();
         metrics::counter!("mcpgate_forbidden_origin_total").increment(1);
-        let body = serde_json::json!({
+        let json = serde_json::json!({
             "jsonrpc": "2.0",
             "id": null,
             "error": { "code": -32600, "message": format!("Forbidden: {reason}") },
         });
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+        let response = (StatusCode::FORBIDDEN, axum::Json(json)).into_response();
+        return refuse_unread(body, response).await;
     }
     next.run(request).await
 }

@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mcpgate_auth::Principal;
+use mcpgate_auth::resource::layer::refuse_unread;
 use mcpgate_auth::resource::{Authenticator, Challenge, ChallengeError};
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 
@@ -100,7 +101,7 @@ pub async fn require_baseline(
     if let Some(principal) = request.extensions().get::<Arc<Principal>>()
         && let Err(refused) = gate.check_baseline(principal, request.uri().path())
     {
-        return refused.into_response();
+        return refuse_unread(request.into_body(), refused.into_response()).await;
     }
     next.run(request).await
 }

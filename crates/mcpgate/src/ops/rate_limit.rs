@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
+use mcpgate_auth::resource::layer::refuse_unread;
 use mcpgate_auth::{Principal, PrincipalKey};
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +86,7 @@ pub async fn per_ip(
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         && let Err(refused) = check(&limits.by_ip, &peer.ip())
     {
-        return too_many_requests(refused);
+        return refuse_unread(request.into_body(), too_many_requests(refused)).await;
     }
     next.run(request).await
 }
@@ -99,7 +100,7 @@ pub async fn per_principal(
     if let Some(principal) = request.extensions().get::<Arc<Principal>>()
         && let Err(refused) = check(&limits.by_principal, &principal.key())
     {
-        return too_many_requests(refused);
+        return refuse_unread(request.into_body(), too_many_requests(refused)).await;
     }
     next.run(request).await
 }
