@@ -16,9 +16,12 @@
 //!     .layer(middleware::from_fn_with_state(auth, layer::require_bearer));
 //! ```
 
+pub mod keys;
 pub mod principal;
 pub mod resource;
 pub mod scope;
+pub mod server;
+pub mod store;
 
 pub use principal::{Principal, PrincipalKey};
 pub use scope::ScopeSet;
