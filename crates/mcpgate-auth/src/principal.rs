@@ -18,6 +18,9 @@ pub struct Principal {
     pub expires_at: Option<SystemTime>,
     /// Selected, non-secret claims a tool may want to see (email, name…).
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The grant (token family) a built-in-server token belongs to: revoking the grant ends the
+    /// sessions opened with it.
+    pub grant_id: Option<String>,
 }
 
 /// The part of a principal a session is bound to: refreshing a token keeps it, another user changes it.
@@ -44,6 +47,7 @@ impl Principal {
             audience: Vec::new(),
             expires_at: None,
             claims: serde_json::Map::new(),
+            grant_id: None,
         }
     }
 
@@ -57,6 +61,7 @@ impl Principal {
             audience: Vec::new(),
             expires_at: None,
             claims: serde_json::Map::new(),
+            grant_id: None,
         }
     }
 

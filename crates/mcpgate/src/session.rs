@@ -20,21 +20,32 @@ use tokio_util::sync::CancellationToken;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
+/// Who owns a session, and under which grant it was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Binding {
+    owner: PrincipalKey,
+    grant: Option<String>,
+}
+
 /// Session id → the principal that owns it.
 #[derive(Default)]
 pub struct SessionBindings {
-    owners: Mutex<HashMap<String, PrincipalKey>>,
+    owners: Mutex<HashMap<String, Binding>>,
 }
 
 impl SessionBindings {
-    pub fn bind(&self, session: &str, owner: PrincipalKey) {
-        self.lock().insert(session.to_owned(), owner);
+    pub fn bind(&self, session: &str, principal: &Principal) {
+        let binding = Binding {
+            owner: principal.key(),
+            grant: principal.grant_id.clone(),
+        };
+        self.lock().insert(session.to_owned(), binding);
         metrics::gauge!("mcpgate_sessions", "transport" => "streamable-http")
             .set(self.len() as f64);
     }
 
     pub fn owner(&self, session: &str) -> Option<PrincipalKey> {
-        self.lock().get(session).cloned()
+        self.lock().get(session).map(|b| b.owner.clone())
     }
 
     pub fn unbind(&self, session: &str) {
@@ -51,16 +62,44 @@ impl SessionBindings {
         self.len() == 0
     }
 
-    /// Sessions owned by principals matching `predicate` (used to close a revoked user's sessions).
-    pub fn sessions_of(&self, predicate: impl Fn(&PrincipalKey) -> bool) -> Vec<String> {
+    /// Sessions opened under a grant for which `revoked` holds.
+    pub fn sessions_of_revoked_grants(&self, revoked: impl Fn(&str) -> bool) -> Vec<String> {
         self.lock()
             .iter()
-            .filter(|(_, k)| predicate(k))
+            .filter(|(_, b)| b.grant.as_deref().is_some_and(&revoked))
             .map(|(s, _)| s.clone())
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PrincipalKey>> {
+    /// Closes the sessions of revoked grants every `interval` (`mcpgate tokens revoke`).
+    pub fn spawn_revocation_closer<M: SessionManager>(
+        self: &Arc<Self>,
+        manager: Arc<M>,
+        revoked: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let bindings = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(bindings) = bindings.upgrade() else {
+                    return;
+                };
+                for id in bindings.sessions_of_revoked_grants(|g| revoked(g)) {
+                    tracing::info!(target: "mcpgate::audit", event = "session_closed", reason = "grant_revoked");
+                    let _ = manager.close_session(&id.as_str().into()).await;
+                    bindings.unbind(&id);
+                }
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Binding>> {
         self.owners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -133,7 +172,7 @@ pub async fn bind_streamable_sessions(
                     .get(SESSION_HEADER)
                     .and_then(|v| v.to_str().ok())
             {
-                bindings.bind(created, key);
+                bindings.bind(created, &principal);
             }
         }
         Some(session) => {

@@ -145,6 +145,7 @@ impl AccessClaims {
                 .and_then(|e| u64::try_from(e).ok())
                 .map(|e| UNIX_EPOCH + Duration::from_secs(e)),
             claims,
+            grant_id: None,
         })
     }
 }

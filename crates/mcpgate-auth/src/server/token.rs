@@ -1,11 +1,551 @@
-//! (being written)
+//! The token endpoint (`POST /token`): `authorization_code` (PKCE S256), `refresh_token` (rotation
+//! in families, replay detection with a grace window) and `client_credentials`; RFC 9068 access
+//! tokens.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use jsonwebtoken::{Algorithm, Validation};
+use serde::{Deserialize, Serialize};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::AuthServer;
+use super::client_auth::{Form, authenticate_client};
+use super::clients::{ClientKind, ResolvedClient};
+use super::error::{ErrorCode, OAuthError};
+use super::secrets;
+use crate::ScopeSet;
+use crate::resource::claims::now_secs;
+use crate::resource::normalise_resource;
+use crate::store::{
+    CodeRedemption, RefreshRedemption, RefreshToken, StoreError, Timestamp, TokenFamily,
+};
 
 pub fn router() -> Router<Arc<AuthServer>> {
     Router::new()
+        .route("/token", post(token_endpoint))
+        .layer(endpoint_cors())
+}
+
+/// CORS for the endpoints browser-based clients call directly (token, revocation,
+/// introspection): any origin, no cookies, the MCP request headers allowed.
+pub fn endpoint_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("mcp-protocol-version"),
+        ])
+}
+
+/// The claims of the access tokens this server issues (RFC 9068), as signed and as verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    /// The user id; the client id for `client_credentials`.
+    pub sub: String,
+    /// The canonical resource URL.
+    pub aud: String,
+    pub exp: Timestamp,
+    pub iat: Timestamp,
+    pub nbf: Timestamp,
+    pub jti: String,
+    pub client_id: String,
+    /// Space-separated scopes.
+    #[serde(default)]
+    pub scope: String,
+    /// The token family (grant) this token belongs to; absent for `client_credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
+    /// The user's name, for user grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+}
+
+impl AccessTokenClaims {
+    pub fn scopes(&self) -> ScopeSet {
+        ScopeSet::parse(&self.scope)
+    }
+}
+
+/// Verifies an access token of this server (signature with one of our keys, `typ`, issuer) and
+/// returns its claims. With `check_time`, expired and not-yet-valid tokens are refused too.
+/// Revocation is not checked here.
+pub fn decode_access_token(
+    server: &AuthServer,
+    token: &str,
+    check_time: bool,
+) -> Option<AccessTokenClaims> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.alg != Algorithm::ES256
+        || !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
+        return None;
+    }
+    let key = server.keys.decoding_key(header.kid.as_deref()?)?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.leeway = 0;
+    validation.validate_aud = false;
+    validation.validate_exp = check_time;
+    validation.validate_nbf = check_time;
+    validation.set_issuer(&[&server.config.issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, &key, &validation)
+        .ok()?
+        .claims;
+    if check_time {
+        let now = now_secs();
+        if claims.exp <= now || claims.nbf > now {
+            return None;
+        }
+    }
+    Some(claims)
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache` on a response.
+pub fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn token_endpoint(
+    State(server): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&server, &headers, &body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    let form = Form::from_request(headers, body)?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    if !matches!(
+        grant_type,
+        "authorization_code" | "refresh_token" | "client_credentials"
+    ) {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "this grant type is not supported",
+        ));
+    }
+    let client = authenticate_client(server, headers, &form).await?;
+    let issued = match grant_type {
+        "authorization_code" => authorization_code(server, &client, &form).await?,
+        "refresh_token" => refresh_token(server, &client, &form).await?,
+        _ => client_credentials(server, &client, &form).await?,
+    };
+    Ok(issued.into_response())
+}
+
+/// A successful token response.
+struct Issued {
+    access_token: String,
+    expires_in: u64,
+    scope: ScopeSet,
+    refresh_token: Option<String>,
+}
+
+impl IntoResponse for Issued {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        });
+        if !self.scope.is_empty() {
+            body["scope"] = self.scope.to_string().into();
+        }
+        if let Some(refresh) = self.refresh_token {
+            body["refresh_token"] = refresh.into();
+        }
+        no_store(axum::Json(body).into_response())
+    }
+}
+
+fn unauthorized_client(description: &str) -> OAuthError {
+    OAuthError::new(ErrorCode::UnauthorizedClient, description)
+}
+
+/// Whether the client gets (and may use) refresh tokens: it declared the grant, or declared no
+/// grant types at all (which [`ResolvedClient`] shows as `["authorization_code"]`).
+fn may_refresh(client: &ResolvedClient) -> bool {
+    client.allows_grant("refresh_token")
+        || (client.grant_types.len() == 1 && client.allows_grant("authorization_code"))
+}
+
+fn same_resource(requested: &str, granted: &str) -> bool {
+    match (normalise_resource(requested), normalise_resource(granted)) {
+        (Some(a), Some(b)) => a == b,
+        _ => requested == granted,
+    }
+}
+
+/// What an access token is about.
+struct Subject<'a> {
+    sub: &'a str,
+    username: Option<String>,
+    family_id: Option<&'a str>,
+}
+
+fn sign_access_token(
+    server: &AuthServer,
+    client_id: &str,
+    subject: Subject<'_>,
+    audience: &str,
+    scope: &ScopeSet,
+    now: Timestamp,
+) -> Result<(String, u64), OAuthError> {
+    let ttl = server.config.access_token_ttl.as_secs();
+    let claims = AccessTokenClaims {
+        iss: server.config.issuer.clone(),
+        sub: subject.sub.to_owned(),
+        aud: audience.to_owned(),
+        exp: now + ttl as i64,
+        iat: now,
+        nbf: now,
+        jti: secrets::random_token(),
+        client_id: client_id.to_owned(),
+        scope: scope.to_string(),
+        fam: subject.family_id.map(str::to_owned),
+        preferred_username: subject.username,
+    };
+    let token = server.keys.sign(&claims).map_err(OAuthError::unavailable)?;
+    Ok((token, ttl))
+}
+
+/// A new refresh token and its stored form.
+fn new_refresh(
+    server: &AuthServer,
+    family_id: &str,
+    scope: &ScopeSet,
+    resource: &str,
+    now: Timestamp,
+) -> (String, RefreshToken) {
+    let token = secrets::random_token();
+    let stored = RefreshToken {
+        token_hash: secrets::hash(&token),
+        family_id: family_id.to_owned(),
+        scope: scope.clone(),
+        resource: resource.to_owned(),
+        expires_at: now + server.config.refresh_token_ttl.as_secs() as i64,
+        created_at: now,
+        rotated_at: None,
+    };
+    (token, stored)
+}
+
+async fn username(server: &AuthServer, user_id: &str) -> Result<String, OAuthError> {
+    server
+        .store
+        .user_by_id(user_id)
+        .await?
+        .map(|u| u.username)
+        .ok_or_else(|| OAuthError::invalid_grant("the user of this grant no longer exists"))
+}
+
+async fn authorization_code(
+    server: &AuthServer,
+    client: &ResolvedClient,
+    form: &Form,
+) -> Result<Issued, OAuthError> {
+    if !client.allows_grant("authorization_code") {
+        return Err(unauthorized_client(
+            "this client may not use the authorization_code grant",
+        ));
+    }
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+    let verifier = form
+        .get("code_verifier")
+        .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
+    if !secrets::valid_pkce_string(verifier) {
+        return Err(OAuthError::invalid_request("code_verifier is malformed"));
+    }
+    let redirect_uri = form
+        .get("redirect_uri")
+        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
+    let requested_resource = form.resource()?;
+    let now = now_secs();
+    let code_hash = secrets::hash(code);
+
+    let code = match server.store.redeem_code(&code_hash, now).await? {
+        CodeRedemption::Fresh(code) => code,
+        CodeRedemption::Replayed(code) => {
+            if let Some(family_id) = &code.family_id {
+                server.store.revoke_family(family_id, now).await?;
+            }
+            tracing::warn!(client_id = %code.client_id, "authorization code replayed; its grant is revoked");
+            return Err(OAuthError::invalid_grant(
+                "the authorization code was already used",
+            ));
+        }
+        CodeRedemption::Unknown => {
+            return Err(OAuthError::invalid_grant(
+                "the authorization code is invalid or expired",
+            ));
+        }
+    };
+    // The code is spent from here on, whatever happens next.
+    if code.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the authorization code was issued to another client",
+        ));
+    }
+    if code.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    if !secrets::pkce_matches(verifier, &code.code_challenge) {
+        return Err(OAuthError::invalid_grant(
+            "code_verifier does not match the code challenge",
+        ));
+    }
+    if let Some(resource) = requested_resource
+        && !same_resource(resource, &code.resource)
+    {
+        return Err(OAuthError::invalid_target(
+            "the resource differs from the one authorized",
+        ));
+    }
+    let username = username(server, &code.user_id).await?;
+
+    let family = TokenFamily {
+        family_id: secrets::random_token(),
+        client_id: client.client_id.clone(),
+        user_id: Some(code.user_id.clone()),
+        scope: code.scope.clone(),
+        resource: code.resource.clone(),
+        created_at: now,
+        revoked_at: None,
+    };
+    let refresh = may_refresh(client)
+        .then(|| new_refresh(server, &family.family_id, &code.scope, &code.resource, now));
+    server
+        .store
+        .create_family(&family, refresh.as_ref().map(|(_, r)| r), Some(&code_hash))
+        .await
+        .map_err(|e| match e {
+            // Linked already (a concurrent exchange of the same code won).
+            StoreError::Conflict(_) => {
+                OAuthError::invalid_grant("the authorization code was already used")
+            }
+            other => other.into(),
+        })?;
+    let (access_token, expires_in) = sign_access_token(
+        server,
+        &client.client_id,
+        Subject {
+            sub: &code.user_id,
+            username: Some(username),
+            family_id: Some(&family.family_id),
+        },
+        &code.resource,
+        &code.scope,
+        now,
+    )?;
+    Ok(Issued {
+        access_token,
+        expires_in,
+        scope: code.scope,
+        refresh_token: refresh.map(|(token, _)| token),
+    })
+}
+
+async fn refresh_token(
+    server: &AuthServer,
+    client: &ResolvedClient,
+    form: &Form,
+) -> Result<Issued, OAuthError> {
+    let presented = form
+        .get("refresh_token")
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    if !may_refresh(client) {
+        return Err(unauthorized_client(
+            "this client may not use the refresh_token grant",
+        ));
+    }
+    let requested_scope = form.get("scope").map(ScopeSet::parse);
+    let requested_resource = form.resource()?;
+    let now = now_secs();
+    let token_hash = secrets::hash(presented);
+    let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+
+    // Checks that must not rotate anything when they fail: read first, then redeem.
+    let token = server
+        .store
+        .refresh_token(&token_hash)
+        .await?
+        .ok_or_else(invalid)?;
+    let family = server
+        .store
+        .family(&token.family_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if family.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    let scope = match requested_scope {
+        Some(requested) if !requested.is_empty() => {
+            if !token.scope.is_superset_of(&requested) {
+                return Err(OAuthError::invalid_scope(
+                    "the requested scope exceeds the scope of the grant",
+                ));
+            }
+            requested
+        }
+        _ => token.scope.clone(),
+    };
+    if let Some(resource) = requested_resource
+        && !same_resource(resource, &token.resource)
+    {
+        return Err(OAuthError::invalid_target(
+            "the resource differs from the one of the grant",
+        ));
+    }
+    let username = match &family.user_id {
+        Some(user_id) => Some(username(server, user_id).await?),
+        None => None,
+    };
+
+    // The successor keeps the scope of the token it replaces (RFC 6749 §6).
+    let (successor_token, successor) = new_refresh(
+        server,
+        &family.family_id,
+        &token.scope,
+        &token.resource,
+        now,
+    );
+    let grace = server.config.refresh_grace.as_secs() as i64;
+    let family = match server
+        .store
+        .redeem_refresh(&token_hash, &successor, now, grace)
+        .await?
+    {
+        RefreshRedemption::Current { family, .. }
+        | RefreshRedemption::WithinGrace { family, .. } => family,
+        RefreshRedemption::Replayed { family } => {
+            tracing::warn!(client_id = %family.client_id, "rotated refresh token replayed; its grant is revoked");
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used; the grant is revoked",
+            ));
+        }
+        RefreshRedemption::Invalid => return Err(invalid()),
+    };
+    let sub = family.user_id.as_deref().unwrap_or(&family.client_id);
+    let (access_token, expires_in) = sign_access_token(
+        server,
+        &client.client_id,
+        Subject {
+            sub,
+            username,
+            family_id: Some(&family.family_id),
+        },
+        &token.resource,
+        &scope,
+        now,
+    )?;
+    Ok(Issued {
+        access_token,
+        expires_in,
+        scope,
+        refresh_token: Some(successor_token),
+    })
+}
+
+async fn client_credentials(
+    server: &AuthServer,
+    client: &ResolvedClient,
+    form: &Form,
+) -> Result<Issued, OAuthError> {
+    if !client.is_confidential()
+        || !matches!(client.kind, ClientKind::Registered(_))
+        || !client.allows_grant("client_credentials")
+    {
+        return Err(unauthorized_client(
+            "this client may not use the client_credentials grant",
+        ));
+    }
+    let supported = |s: &str| server.config.scopes_supported.iter().any(|x| x == s);
+    let allowed = |s: &str| {
+        supported(s)
+            && client
+                .scope
+                .as_ref()
+                .is_none_or(|client_scope| client_scope.contains(s))
+    };
+    let scope: ScopeSet = match form.get("scope").map(ScopeSet::parse) {
+        Some(requested) if !requested.is_empty() => {
+            let granted: ScopeSet = requested.iter().filter(|s| allowed(s)).collect();
+            if granted.is_empty() {
+                return Err(OAuthError::invalid_scope(
+                    "none of the requested scopes may be granted to this client",
+                ));
+            }
+            granted
+        }
+        _ => match &client.scope {
+            Some(client_scope) => client_scope.iter().filter(|s| supported(s)).collect(),
+            None => server.config.default_scope.clone(),
+        },
+    };
+    let audience = match form.resource()? {
+        Some(requested) => {
+            let wanted = normalise_resource(requested)
+                .ok_or_else(|| OAuthError::invalid_target("the resource is not a URL"))?;
+            server
+                .config
+                .resources
+                .iter()
+                .find(|r| normalise_resource(r).as_deref() == Some(wanted.as_str()))
+                .cloned()
+                .ok_or_else(|| {
+                    OAuthError::invalid_target("this server issues no tokens for that resource")
+                })?
+        }
+        None => server.config.default_resource().to_owned(),
+    };
+    let now = now_secs();
+    let (access_token, expires_in) = sign_access_token(
+        server,
+        &client.client_id,
+        Subject {
+            sub: &client.client_id,
+            username: None,
+            family_id: None,
+        },
+        &audience,
+        &scope,
+        now,
+    )?;
+    Ok(Issued {
+        access_token,
+        expires_in,
+        scope,
+        refresh_token: None,
+    })
 }

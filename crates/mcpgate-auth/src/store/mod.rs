@@ -206,7 +206,9 @@ pub trait Store: Send + Sync + 'static {
     // Pending authorizations and browser sessions
     async fn put_pending(&self, pending: &PendingAuthorization) -> StoreResult<()>;
     async fn pending(&self, id: &str, now: Timestamp) -> StoreResult<Option<PendingAuthorization>>;
-    async fn delete_pending(&self, id: &str) -> StoreResult<()>;
+    /// Deletes a pending authorization; `false` if it was already gone (used by a concurrent
+    /// request), so each one is acted on at most once.
+    async fn delete_pending(&self, id: &str) -> StoreResult<bool>;
     async fn create_session(&self, session: &BrowserSession) -> StoreResult<()>;
     async fn session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<BrowserSession>>;
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;

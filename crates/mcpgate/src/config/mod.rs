@@ -227,7 +227,17 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("mcpgate-notes.db")),
             upstream,
             metrics_enabled: args.metrics.or(file.metrics).unwrap_or(true),
-            oauth: oauth::resolve(&args.oauth, file.oauth.unwrap_or_default(), &mut errors),
+            oauth: oauth::resolve(
+                &args.oauth,
+                file.oauth.unwrap_or_default(),
+                (
+                    args.host
+                        .or(file.host)
+                        .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                    args.port.or(file.port).unwrap_or(8080),
+                ),
+                &mut errors,
+            ),
             policy: file.policy.unwrap_or_default(),
         };
         config.validate(&mut errors);

@@ -85,6 +85,42 @@ pub struct OAuthArgs {
     pub oauth_resource_name: Option<String>,
     #[arg(long, env = "MCP_OAUTH_RESOURCE_DOCUMENTATION")]
     pub oauth_resource_documentation: Option<String>,
+    /// Built-in mode: where clients, users, grants and keys live (`sqlite://FILE`).
+    #[arg(long, env = "MCP_OAUTH_STORE", hide_env_values = true)]
+    pub oauth_store: Option<String>,
+    #[arg(long, env = "MCP_OAUTH_ACCESS_TOKEN_TTL_SECS")]
+    pub oauth_access_token_ttl_secs: Option<u64>,
+    #[arg(long, env = "MCP_OAUTH_REFRESH_TOKEN_TTL_SECS")]
+    pub oauth_refresh_token_ttl_secs: Option<u64>,
+    #[arg(long, env = "MCP_OAUTH_CODE_TTL_SECS")]
+    pub oauth_code_ttl_secs: Option<u64>,
+    /// A rotated refresh token replayed within this window (concurrent refreshes) is not treated
+    /// as theft. At most 10.
+    #[arg(long, env = "MCP_OAUTH_REFRESH_GRACE_SECS")]
+    pub oauth_refresh_grace_secs: Option<u64>,
+    /// Dynamic client registration (RFC 7591).
+    #[arg(long, env = "MCP_OAUTH_REGISTRATION", value_parser = BoolishValueParser::new())]
+    pub oauth_registration: Option<bool>,
+    #[arg(long, env = "MCP_OAUTH_REGISTRATION_TOKEN", hide_env_values = true)]
+    pub oauth_registration_token: Option<String>,
+    /// Glob patterns of hosted clients' redirect URIs accepted at registration (comma-separated).
+    #[arg(long, env = "MCP_OAUTH_REDIRECT_URI_ALLOWLIST", value_delimiter = ',')]
+    pub oauth_redirect_uri_allowlist: Option<Vec<String>>,
+    /// Client ID metadata documents (https client ids).
+    #[arg(long, env = "MCP_OAUTH_CLIENT_METADATA_DOCUMENTS", value_parser = BoolishValueParser::new())]
+    pub oauth_client_metadata_documents: Option<bool>,
+    #[arg(
+        long,
+        env = "MCP_OAUTH_CLIENT_METADATA_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    pub oauth_client_metadata_allow_hosts: Option<Vec<String>>,
+    #[arg(
+        long,
+        env = "MCP_OAUTH_CLIENT_METADATA_DENY_HOSTS",
+        value_delimiter = ','
+    )]
+    pub oauth_client_metadata_deny_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -112,6 +148,51 @@ pub struct OAuthFile {
     pub resource_name: Option<String>,
     pub resource_documentation: Option<String>,
     pub exposed_claims: Option<Vec<String>>,
+    pub store: Option<String>,
+    pub access_token_ttl_secs: Option<u64>,
+    pub refresh_token_ttl_secs: Option<u64>,
+    pub code_ttl_secs: Option<u64>,
+    pub refresh_grace_secs: Option<u64>,
+    pub registration: Option<bool>,
+    pub registration_token: Option<String>,
+    pub redirect_uri_allowlist: Option<Vec<String>>,
+    pub client_metadata_documents: Option<bool>,
+    pub client_metadata_allow_hosts: Option<Vec<String>>,
+    pub client_metadata_deny_hosts: Option<Vec<String>>,
+    /// Clients registered from the config file (headless automation, hosted clients).
+    #[serde(default)]
+    pub clients: Vec<FileClient>,
+}
+
+/// `[[oauth.clients]]`: a pre-registered client.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClient {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_name: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub scope: Option<String>,
+}
+
+/// Settings of the built-in authorization server.
+#[derive(Debug, Clone)]
+pub struct BuiltinConfig {
+    pub store: Secret,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub code_ttl: Duration,
+    pub refresh_grace: Duration,
+    pub registration: bool,
+    pub registration_token: Option<Secret>,
+    pub redirect_uri_allowlist: Vec<String>,
+    pub client_metadata_documents: bool,
+    pub client_metadata_allow_hosts: Vec<String>,
+    pub client_metadata_deny_hosts: Vec<String>,
+    pub clients: Vec<FileClient>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +225,8 @@ pub struct OAuthConfig {
     pub resource_name: String,
     pub resource_documentation: Option<String>,
     pub exposed_claims: Vec<String>,
+    /// Present in built-in mode.
+    pub builtin: Option<BuiltinConfig>,
 }
 
 impl OAuthConfig {
@@ -155,9 +238,16 @@ impl OAuthConfig {
     }
 }
 
+/// The public URL of a server listening on loopback, when none is configured.
+fn local_public_url(listen: (std::net::IpAddr, u16)) -> Option<String> {
+    let (host, port) = listen;
+    (host.is_loopback() && port != 0).then(|| format!("http://{host}:{port}"))
+}
+
 pub fn resolve(
     args: &OAuthArgs,
     file: OAuthFile,
+    listen: (std::net::IpAddr, u16),
     errors: &mut Vec<ConfigError>,
 ) -> Option<OAuthConfig> {
     if !args.oauth_enabled.or(file.enabled).unwrap_or(false) {
@@ -166,26 +256,38 @@ pub fn resolve(
     let err = |errors: &mut Vec<ConfigError>, key: &str, m: String| {
         errors.push(ConfigError::new(format!("oauth.{key}"), m))
     };
-    let mode = args.oauth_mode.or(file.mode).unwrap_or(OAuthMode::External);
-    if mode != OAuthMode::External {
+    let mode = args.oauth_mode.or(file.mode).unwrap_or(OAuthMode::Builtin);
+    let builtin = (mode == OAuthMode::Builtin).then(|| resolve_builtin(args, &file, errors));
+    if mode == OAuthMode::Proxy {
         err(
             errors,
             "mode",
-            format!("{mode:?} mode is not available in this version; use external"),
+            "proxy mode is not available in this version; use builtin or external".into(),
         );
     }
     let allow_insecure_http = args
         .oauth_allow_insecure_http
         .or(file.allow_insecure_http)
         .unwrap_or(false);
-    let issuer = args.oauth_issuer.clone().or(file.issuer);
-    let public_url = args.oauth_public_url.clone().or(file.public_url);
+    let public_url = args
+        .oauth_public_url
+        .clone()
+        .or(file.public_url)
+        .or_else(|| local_public_url(listen));
+    let issuer = match mode {
+        // The built-in server is its own issuer: its public URL, exactly.
+        OAuthMode::Builtin => public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_owned()),
+        _ => args.oauth_issuer.clone().or(file.issuer),
+    };
     let (Some(issuer), Some(public_url)) = (issuer, public_url) else {
-        err(
-            errors,
-            "issuer",
-            "OAuth needs both MCP_OAUTH_ISSUER and MCP_OAUTH_PUBLIC_URL".into(),
-        );
+        let needs = if mode == OAuthMode::Builtin {
+            "the built-in authorization server needs MCP_OAUTH_PUBLIC_URL (the URL clients use to reach this server)"
+        } else {
+            "external mode needs both MCP_OAUTH_ISSUER and MCP_OAUTH_PUBLIC_URL"
+        };
+        err(errors, "public_url", needs.into());
         return None;
     };
     for (key, value) in [("issuer", &issuer), ("public_url", &public_url)] {
@@ -299,12 +401,99 @@ pub fn resolve(
             .oauth_resource_documentation
             .clone()
             .or(file.resource_documentation),
-        exposed_claims: file.exposed_claims.unwrap_or_else(|| {
+        exposed_claims: file.exposed_claims.clone().unwrap_or_else(|| {
             ["email", "name", "preferred_username"]
                 .map(str::to_owned)
                 .to_vec()
         }),
+        builtin,
     })
+}
+
+fn resolve_builtin(
+    args: &OAuthArgs,
+    file: &OAuthFile,
+    errors: &mut Vec<ConfigError>,
+) -> BuiltinConfig {
+    let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
+        Duration::from_secs(flag.or(file).unwrap_or(default))
+    };
+    let refresh_grace = secs(args.oauth_refresh_grace_secs, file.refresh_grace_secs, 5);
+    if refresh_grace > Duration::from_secs(10) {
+        errors.push(ConfigError::new(
+            "oauth.refresh_grace_secs",
+            "at most 10: a longer window lets a stolen refresh token be replayed unnoticed",
+        ));
+    }
+    let store = args
+        .oauth_store
+        .clone()
+        .or(file.store.clone())
+        .unwrap_or_else(|| "sqlite://mcpgate-oauth.db".into());
+    if !store.starts_with("sqlite:") {
+        errors.push(ConfigError::new(
+            "oauth.store",
+            "only sqlite:// stores are available in this version",
+        ));
+    }
+    for (i, client) in file.clients.iter().enumerate() {
+        if client.client_id.is_empty() || client.client_id.starts_with("https://") {
+            errors.push(ConfigError::new(
+                format!("oauth.clients[{i}]"),
+                "client_id must be non-empty and not an https URL (those are metadata documents)",
+            ));
+        }
+        if client.client_secret.is_some() && client.client_secret_env.is_some() {
+            errors.push(ConfigError::new(
+                format!("oauth.clients[{i}]"),
+                "set at most one of client_secret and client_secret_env",
+            ));
+        }
+    }
+    BuiltinConfig {
+        store: Secret::new(store),
+        access_token_ttl: secs(
+            args.oauth_access_token_ttl_secs,
+            file.access_token_ttl_secs,
+            3600,
+        ),
+        refresh_token_ttl: secs(
+            args.oauth_refresh_token_ttl_secs,
+            file.refresh_token_ttl_secs,
+            30 * 24 * 3600,
+        ),
+        code_ttl: secs(args.oauth_code_ttl_secs, file.code_ttl_secs, 60),
+        refresh_grace,
+        registration: args
+            .oauth_registration
+            .or(file.registration)
+            .unwrap_or(true),
+        registration_token: args
+            .oauth_registration_token
+            .clone()
+            .or(file.registration_token.clone())
+            .map(Secret::new),
+        redirect_uri_allowlist: args
+            .oauth_redirect_uri_allowlist
+            .clone()
+            .or(file.redirect_uri_allowlist.clone())
+            .unwrap_or_default(),
+        client_metadata_documents: args
+            .oauth_client_metadata_documents
+            .or(file.client_metadata_documents)
+            .unwrap_or(true),
+        client_metadata_allow_hosts: args
+            .oauth_client_metadata_allow_hosts
+            .clone()
+            .or(file.client_metadata_allow_hosts.clone())
+            .unwrap_or_default(),
+        client_metadata_deny_hosts: args
+            .oauth_client_metadata_deny_hosts
+            .clone()
+            .or(file.client_metadata_deny_hosts.clone())
+            .unwrap_or_default(),
+        clients: file.clients.clone(),
+    }
 }
 
 /// OAuth over plain HTTP is for loopback development only, unless explicitly allowed.

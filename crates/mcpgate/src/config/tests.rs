@@ -153,3 +153,33 @@ fn oauth_refuses_plain_http_off_loopback_and_unfinished_modes() {
     assert!(keys.contains(&"oauth.issuer"), "{keys:?}");
     assert!(keys.contains(&"oauth.mode"), "{keys:?}");
 }
+
+#[test]
+fn builtin_mode_is_its_own_issuer_at_the_public_url() {
+    let file = FileConfig::parse(
+        "port = 9000\n[oauth]\nenabled = true\n\
+         [[oauth.clients]]\nclient_id = \"ci-bot\"\nclient_secret = \"s3cret\"\n",
+    )
+    .unwrap();
+    let config = Config::resolve(&ConfigArgs::default(), file).unwrap();
+    let oauth = config.oauth.as_ref().unwrap();
+    assert_eq!(oauth.mode, OAuthMode::Builtin);
+    assert_eq!(oauth.public_url, "http://127.0.0.1:9000");
+    assert_eq!(oauth.issuer, oauth.public_url);
+    let builtin = oauth.builtin.as_ref().unwrap();
+    assert_eq!(builtin.refresh_grace.as_secs(), 5);
+    assert_eq!(builtin.access_token_ttl.as_secs(), 3600);
+    assert_eq!(builtin.clients[0].client_id, "ci-bot");
+    assert!(builtin.registration && builtin.client_metadata_documents);
+}
+
+#[test]
+fn builtin_mode_refuses_long_grace_and_needs_a_public_url_off_loopback() {
+    let file =
+        FileConfig::parse("host = \"0.0.0.0\"\n[oauth]\nenabled = true\nrefresh_grace_secs = 60\n")
+            .unwrap();
+    let errors = Config::resolve(&ConfigArgs::default(), file).unwrap_err();
+    let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"oauth.refresh_grace_secs"), "{keys:?}");
+    assert!(keys.contains(&"oauth.public_url"), "{keys:?}");
+}

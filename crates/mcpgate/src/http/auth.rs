@@ -9,9 +9,10 @@ use mcpgate_auth::resource::jwks::{JwksCache, JwksSettings};
 use mcpgate_auth::resource::metadata::{ProtectedResourceMetadata, well_known_url};
 use mcpgate_auth::resource::{
     AudiencePolicy, Authenticator, ClaimRules, IntrospectionSettings, IntrospectionVerifier,
-    JwtVerifier, StaticToken, StaticTokenVerifier, Verifier, VerifierChain,
+    JwtVerifier, LocalJwtVerifier, StaticToken, StaticTokenVerifier, Verifier, VerifierChain,
 };
 
+use super::auth_server::Builtin;
 use crate::config::{Config, OAuthConfig};
 use crate::ops::audit::AuditObserver;
 
@@ -30,7 +31,10 @@ pub enum AuthSetupError {
 }
 
 /// The authenticator for the MCP endpoints, or `None` when authentication is off.
-pub async fn authenticator(config: &Config) -> Result<Option<Arc<Authenticator>>, AuthSetupError> {
+pub async fn authenticator(
+    config: &Config,
+    builtin: Option<&Builtin>,
+) -> Result<Option<Arc<Authenticator>>, AuthSetupError> {
     if !config.auth_required() {
         return Ok(None);
     }
@@ -45,8 +49,17 @@ pub async fn authenticator(config: &Config) -> Result<Option<Arc<Authenticator>>
     }
     let mut authenticator = None;
     if let Some(oauth) = &config.oauth {
-        for verifier in oauth_verifiers(oauth).await? {
-            chain.push(verifier);
+        match builtin {
+            Some(builtin) => chain.push(Arc::new(LocalJwtVerifier::new(
+                builtin.keys.clone(),
+                builtin.revocations.clone(),
+                claim_rules(oauth),
+            ))),
+            None => {
+                for verifier in oauth_verifiers(oauth).await? {
+                    chain.push(verifier);
+                }
+            }
         }
         authenticator = Some(
             Authenticator::new(chain.clone())
@@ -75,15 +88,7 @@ fn http_client() -> Result<reqwest::Client, AuthSetupError> {
 
 async fn oauth_verifiers(oauth: &OAuthConfig) -> Result<Vec<Arc<dyn Verifier>>, AuthSetupError> {
     let http = http_client()?;
-    let rules = ClaimRules {
-        issuer: oauth.issuer.clone(),
-        audiences: AudiencePolicy::new(
-            [oauth.mcp_resource(), oauth.sse_resource()],
-            oauth.audiences.iter().cloned(),
-        ),
-        leeway: oauth.leeway,
-        exposed_claims: oauth.exposed_claims.clone(),
-    };
+    let rules = claim_rules(oauth);
     let jwks_uri = match &oauth.jwks_uri {
         Some(uri) => Some(uri.clone()),
         None => discover_with_retries(&http, &oauth.issuer).await?.jwks_uri,
@@ -116,6 +121,18 @@ async fn oauth_verifiers(oauth: &OAuthConfig) -> Result<Vec<Arc<dyn Verifier>>, 
         return Err(AuthSetupError::NoVerifier(oauth.issuer.clone()));
     }
     Ok(verifiers)
+}
+
+fn claim_rules(oauth: &OAuthConfig) -> ClaimRules {
+    ClaimRules {
+        issuer: oauth.issuer.clone(),
+        audiences: AudiencePolicy::new(
+            [oauth.mcp_resource(), oauth.sse_resource()],
+            oauth.audiences.iter().cloned(),
+        ),
+        leeway: oauth.leeway,
+        exposed_claims: oauth.exposed_claims.clone(),
+    }
 }
 
 /// The IdP may start after us (compose, tests): retry discovery for a little while.

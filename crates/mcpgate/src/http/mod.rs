@@ -5,6 +5,7 @@
 //! `/health`, `/ready` and the protected-resource metadata are outside the guard.
 
 pub mod auth;
+pub mod auth_server;
 pub mod guard;
 pub mod jsonrpc;
 pub mod scope_gate;
@@ -18,8 +19,11 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use http::{HeaderName, Method, header};
 use mcpgate_auth::Principal;
+use mcpgate_auth::resource::RevocationList;
 use mcpgate_auth::resource::metadata;
 use mcpgate_auth::resource::{Authenticator, layer::require_bearer};
+use mcpgate_auth::server::AuthServer;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -51,6 +55,19 @@ const MCP_REQUEST_HEADERS: [&str; 7] = [
     "mcp-method",
 ];
 
+/// Whether a grant has been revoked.
+type GrantCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The authentication pieces the app is assembled with.
+#[derive(Default)]
+pub struct AuthWiring {
+    pub authenticator: Option<Arc<Authenticator>>,
+    /// The built-in authorization server, mounted at the root when present.
+    pub server: Option<Arc<AuthServer>>,
+    /// Revoked grants, whose sessions are closed.
+    pub revocations: Option<Arc<RevocationList>>,
+}
+
 /// What the running app shares with the rest of the process.
 pub struct App {
     pub router: Router,
@@ -60,9 +77,16 @@ pub struct App {
 pub fn build(
     config: &Config,
     backend: Arc<dyn Backend>,
-    auth: Option<Arc<Authenticator>>,
+    wiring: AuthWiring,
     shutdown: CancellationToken,
 ) -> App {
+    let AuthWiring {
+        authenticator: auth,
+        server: auth_server,
+        revocations,
+    } = wiring;
+    let revoked: Option<GrantCheck> = revocations
+        .map(|list| Arc::new(move |grant: &str| list.is_grant_revoked(grant)) as GrantCheck);
     let limits = RateLimits::new(config.rate_limit_rpm);
     if let Some(limits) = &limits {
         limits.spawn_housekeeping(shutdown.clone());
@@ -99,7 +123,15 @@ pub fn build(
             move || make(TransportKind::StreamableHttp),
             shutdown.clone(),
         );
-        sessions.spawn_sweeper(manager, shutdown.clone());
+        sessions.spawn_sweeper(manager.clone(), shutdown.clone());
+        if let Some(revoked) = &revoked {
+            sessions.spawn_revocation_closer(
+                manager,
+                revoked.clone(),
+                Duration::from_secs(2),
+                shutdown.clone(),
+            );
+        }
         let streamable = Router::new()
             .route_service("/mcp", service)
             .layer(from_fn_with_state(gate.clone(), jsonrpc::inspect_post))
@@ -117,6 +149,9 @@ pub fn build(
             gate.clone(),
             shutdown.clone(),
         );
+        if let Some(revoked) = &revoked {
+            transport.spawn_revocation_closer(revoked.clone(), Duration::from_secs(2));
+        }
         mcp = mcp.merge(
             Router::new()
                 .route("/sse", get(sse::open_stream))
@@ -168,6 +203,11 @@ pub fn build(
     if let Some(oauth) = &config.oauth {
         // Public discovery documents: outside the Origin guard, open CORS.
         open = open.merge(metadata::router(auth::resource_metadata(oauth)));
+    }
+    if let Some(server) = &auth_server {
+        // The authorization server guards its own endpoints: CSRF tokens on its forms, CORS only
+        // where browser clients need it, and framing headers on its pages.
+        open = open.merge(server.router());
     }
 
     let router = guarded

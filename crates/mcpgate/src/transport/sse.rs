@@ -36,7 +36,9 @@ const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Session {
     owner: PrincipalKey,
+    grant: Option<String>,
     inbound: mpsc::Sender<ClientJsonRpcMessage>,
+    ct: CancellationToken,
 }
 
 /// Shared state of the legacy endpoints.
@@ -70,6 +72,38 @@ impl SseTransport {
         self.lock().len()
     }
 
+    /// Checks every `interval` for sessions of revoked grants and ends them.
+    pub fn spawn_revocation_closer(
+        self: &Arc<Self>,
+        revoked: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+        interval: Duration,
+    ) {
+        let transport = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(transport) = transport.upgrade() else {
+                    return;
+                };
+                transport.close_revoked(|g| revoked(g));
+            }
+        });
+    }
+
+    /// Ends the streams of sessions opened under a revoked grant.
+    pub fn close_revoked(&self, revoked: impl Fn(&str) -> bool) {
+        for session in self.lock().values() {
+            if session.grant.as_deref().is_some_and(&revoked) {
+                session.ct.cancel();
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -100,7 +134,9 @@ pub async fn open_stream(State(transport): State<Arc<SseTransport>>, request: Re
             id.clone(),
             Session {
                 owner: principal.key(),
+                grant: principal.grant_id.clone(),
                 inbound: inbound_tx,
+                ct: session_ct.clone(),
             },
         );
         sessions.len()

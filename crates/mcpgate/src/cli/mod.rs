@@ -12,6 +12,8 @@ use crate::backend::gateway::{GatewayBackend, UpstreamTarget};
 use crate::config::{
     Config, ConfigArgs, DEFAULT_TOKEN_NAME, NamedToken, Secret, Transport, Upstream,
 };
+mod admin;
+
 use crate::{http, telemetry, transport};
 
 #[derive(Parser)]
@@ -32,6 +34,18 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the built-in authorization server's users.
+    #[command(subcommand)]
+    Users(admin::UsersCommand),
+    /// Manage registered OAuth clients.
+    #[command(subcommand)]
+    Clients(admin::ClientsCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Revoke grants.
+    #[command(subcommand)]
+    Tokens(admin::TokensCommand),
 }
 
 #[derive(clap::Args)]
@@ -56,7 +70,19 @@ pub fn main() -> std::process::ExitCode {
     let first = argv.get(1).and_then(|a| a.to_str()).map(str::to_owned);
     let explicit = matches!(
         first.as_deref(),
-        Some("serve" | "config" | "help" | "-h" | "--help" | "-V" | "--version")
+        Some(
+            "serve"
+                | "config"
+                | "users"
+                | "clients"
+                | "keys"
+                | "tokens"
+                | "help"
+                | "-h"
+                | "--help"
+                | "-V"
+                | "--version"
+        )
     );
     if !explicit {
         argv.insert(1, "serve".into());
@@ -74,6 +100,10 @@ pub fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Users(command) => run_admin(admin::users(command)),
+        Command::Clients(command) => run_admin(admin::clients(command)),
+        Command::Keys(command) => run_admin(admin::keys(command)),
+        Command::Tokens(command) => run_admin(admin::tokens(command)),
         Command::Serve(args) => {
             let config = match Config::load(&args.config) {
                 Ok(config) => config,
@@ -93,6 +123,21 @@ pub fn main() -> std::process::ExitCode {
                     std::process::ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn run_admin(
+    task: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(task));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
@@ -155,8 +200,26 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
-    let auth = http::auth::authenticator(&config).await?;
-    let app = http::build(&config, backend.clone(), auth, shutdown.clone());
+    let builtin = match &config.oauth {
+        Some(oauth) if oauth.builtin.is_some() => {
+            Some(http::auth_server::start(oauth, shutdown.clone()).await?)
+        }
+        _ => None,
+    };
+    let wiring = http::AuthWiring {
+        authenticator: http::auth::authenticator(&config, builtin.as_ref()).await?,
+        server: builtin.as_ref().map(|b| b.server.clone()),
+        revocations: builtin.as_ref().map(|b| b.revocations.clone()),
+    };
+    let app = http::build(&config, backend.clone(), wiring, shutdown.clone());
+    if let Some(password) = builtin
+        .as_ref()
+        .and_then(|b| b.first_admin_password.as_deref())
+    {
+        // Shown once, on stdout, never logged.
+        println!("First start: created user `admin` with password {password}");
+        println!("  change it with: mcpgate users passwd admin --password-stdin");
+    }
     print_banner(&config, addr, generated.as_deref());
     tracing::info!(%addr, transport = ?config.transport, "listening");
     http::serve(listener, app.router, shutdown, config.shutdown_grace).await?;
