@@ -13,6 +13,9 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::verifier::VerifyError;
 
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
 /// One usable key and the only algorithms it may verify.
 pub struct CachedKey {
     pub kid: Option<String>,
@@ -169,10 +172,23 @@ impl JwksCache {
         if !response.status().is_success() {
             return Err(unavailable(format!("HTTP {}", response.status())));
         }
-        let body: serde_json::Value = response
-            .json()
+        // A key set is small; a huge body is an attack or a misconfiguration.
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(e.to_string()))?
+        {
+            if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(unavailable(format!(
+                    "the JWKS is larger than {MAX_JWKS_BYTES} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| unavailable(e.to_string()))?;
         let keys = body
             .get("keys")
             .and_then(|k| k.as_array())
