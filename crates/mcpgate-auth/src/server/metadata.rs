@@ -11,7 +11,17 @@ use http::{HeaderValue, header};
 use super::AuthServer;
 
 pub fn router() -> Router<Arc<AuthServer>> {
-    Router::new().route("/.well-known/oauth-authorization-server", get(document))
+    // Public documents: any origin may read them, including preflighted requests that carry
+    // `MCP-Protocol-Version`.
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([http::Method::GET, http::Method::OPTIONS])
+        .allow_headers(tower_http::cors::Any)
+        .max_age(std::time::Duration::from_secs(3600));
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(document))
+        .route("/jwks", get(jwks))
+        .layer(cors)
 }
 
 /// The metadata document. `issuer` is byte-identical to the protected-resource metadata's

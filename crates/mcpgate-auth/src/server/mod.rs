@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 
 use crate::ScopeSet;
 use crate::keys::KeyManager;
@@ -119,7 +118,6 @@ impl AuthServer {
             .merge(register::router())
             .merge(revoke::router())
             .merge(introspect::router())
-            .route("/jwks", get(metadata::jwks))
             .with_state(self.clone())
     }
 }
