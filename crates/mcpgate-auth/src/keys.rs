@@ -96,20 +96,9 @@ impl KeyManager {
 
     /// Reloads every `interval` until `shutdown`.
     pub fn spawn_reloader(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let manager = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(manager) = manager.upgrade() else {
-                    return;
-                };
-                if let Err(e) = manager.reload().await {
-                    tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ring");
-                }
+        crate::periodic::spawn_every(self, interval, shutdown, |manager: Arc<Self>| async move {
+            if let Err(e) = manager.reload().await {
+                tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ring");
             }
         });
     }

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod keys;
+pub mod periodic;
 pub mod principal;
 pub mod resource;
 pub mod scope;

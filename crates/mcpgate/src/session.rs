@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
+use mcpgate_auth::periodic::spawn_every;
 use mcpgate_auth::{Principal, PrincipalKey};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use tokio_util::sync::CancellationToken;
@@ -79,17 +80,9 @@ impl SessionBindings {
         interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let bindings = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(bindings) = bindings.upgrade() else {
-                    return;
-                };
+        spawn_every(self, interval, shutdown, move |bindings: Arc<Self>| {
+            let (manager, revoked) = (manager.clone(), revoked.clone());
+            async move {
                 for id in bindings.sessions_of_revoked_grants(|g| revoked(g)) {
                     tracing::info!(target: "mcpgate::audit", event = "session_closed", reason = "grant_revoked");
                     let _ = manager.close_session(&id.as_str().into()).await;
@@ -109,25 +102,22 @@ impl SessionBindings {
         manager: Arc<M>,
         shutdown: CancellationToken,
     ) {
-        let bindings = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(bindings) = bindings.upgrade() else {
-                    return;
-                };
-                let ids: Vec<String> = bindings.lock().keys().cloned().collect();
-                for id in ids {
-                    if !matches!(manager.has_session(&id.as_str().into()).await, Ok(true)) {
-                        bindings.unbind(&id);
+        spawn_every(
+            self,
+            Duration::from_secs(60),
+            shutdown,
+            move |bindings: Arc<Self>| {
+                let manager = manager.clone();
+                async move {
+                    let ids: Vec<String> = bindings.lock().keys().cloned().collect();
+                    for id in ids {
+                        if !matches!(manager.has_session(&id.as_str().into()).await, Ok(true)) {
+                            bindings.unbind(&id);
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
     }
 }
 

@@ -67,15 +67,9 @@ impl RevocationList {
         interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let list = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(list) = list.upgrade() else { return };
+        crate::periodic::spawn_every(self, interval, shutdown, move |list: Arc<Self>| {
+            let store = store.clone();
+            async move {
                 if let Err(e) = list.reload(store.as_ref(), access_token_ttl).await {
                     tracing::warn!(error = %e, "reloading revocations failed; keeping the current list");
                 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
+use mcpgate_auth::periodic::spawn_every;
 use mcpgate_auth::resource::layer::refuse_unread;
 use mcpgate_auth::{Principal, PrincipalKey};
 use tokio_util::sync::CancellationToken;
@@ -33,23 +34,17 @@ impl RateLimits {
 
     /// Forgets idle keys now and then, so the maps stay as small as the set of active callers.
     pub fn spawn_housekeeping(self: &Arc<Self>, shutdown: CancellationToken) {
-        let limits = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(limits) = limits.upgrade() else {
-                    return;
-                };
+        spawn_every(
+            self,
+            Duration::from_secs(60),
+            shutdown,
+            |limits: Arc<Self>| async move {
                 limits.by_ip.retain_recent();
                 limits.by_principal.retain_recent();
                 limits.by_ip.shrink_to_fit();
                 limits.by_principal.shrink_to_fit();
-            }
-        });
+            },
+        );
     }
 }
 

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
 use http::{StatusCode, header};
+use mcpgate_auth::periodic::spawn_every;
 use mcpgate_auth::{Principal, PrincipalKey};
 use rmcp::ServiceExt;
 use rmcp::model::GetExtensions;
@@ -78,20 +79,10 @@ impl SseTransport {
         revoked: Arc<dyn Fn(&str) -> bool + Send + Sync>,
         interval: Duration,
     ) {
-        let transport = Arc::downgrade(self);
         let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(transport) = transport.upgrade() else {
-                    return;
-                };
-                transport.close_revoked(|g| revoked(g));
-            }
+        spawn_every(self, interval, shutdown, move |transport: Arc<Self>| {
+            let revoked = revoked.clone();
+            async move { transport.close_revoked(|g| revoked(g)) }
         });
     }
 
