@@ -36,5 +36,14 @@ tests/interop/run.sh target/debug/mcpgate
 step "OAuth resource server against a real IdP (oidc-provider)"
 tests/oauth/run.sh target/debug/mcpgate
 
-step "MCP conformance suite"
+step "built-in authorization server with real OAuth clients"
+tests/as/run.sh target/debug/mcpgate
+
+step "login and consent pages in headless Chromium"
+tests/browser/run.sh target/debug/mcpgate
+
+step "MCP conformance suite: authorization mode against the built-in server"
+tests/conformance/authorization.sh target/debug/mcpgate
+
+step "MCP conformance suite: server scenarios through the gateway"
 tests/conformance/run.sh target/debug/mcpgate

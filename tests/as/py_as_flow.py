@@ -6,10 +6,12 @@ built-in authorization server, without a human.
 
 401 -> protected-resource metadata -> AS metadata -> DCR -> authorize (redirect_handler plays the
 user on mcpgate's login and consent pages with httpx; callback_handler returns the code) -> token
--> tools/list, whoami -> the access token expires (the server runs with a short
-MCP_OAUTH_ACCESS_TOKEN_TTL_SECS = --ttl) and the SDK refreshes -> notes_put with only
-mcp:tools:read -> 403 insufficient_scope -> the SDK re-authorizes with the wider scope (no second
-login: the browser session is still signed in) -> notes_put succeeds. With --transport sse (no
+-> tools/list, whoami -> notes_put with only mcp:tools:read -> 403 insufficient_scope -> the SDK
+re-authorizes with the wider scope (no second login: the browser session is still signed in) ->
+notes_put succeeds -> the access token expires (the server runs with a short
+MCP_OAUTH_ACCESS_TOKEN_TTL_SECS = --ttl) and the SDK refreshes, keeping the wider scope. (Step-up
+comes first: after a refresh, mcp 2.3.0 sends its step-up authorization request without `scope`
+and `resource`, see the report of tests/as/run.sh.) With --transport sse (no
 step-up on legacy SSE) the application asks for --scope up front. Exit 0 when every assertion
 holds, 1 with a reason on stderr otherwise. Prints the HTTP trace.
 """
@@ -187,7 +189,6 @@ async def flow(args) -> None:
         check(a1["pages"] == ["/authorize/login", "/authorize/consent"], f"pages {a1['pages']}")
         print(f"first authorization scope: {a1['query'].get('scope')}")
         check(storage.tokens is not None and storage.tokens.refresh_token, "no refresh token")
-        first = storage.tokens
         names = [t.name for t in (await c.list_tools()).tools]
         print(f"tools/list: {' '.join(names)}")
         check("whoami" in names, f"tools/list lacks whoami: {names}")
@@ -196,17 +197,6 @@ async def flow(args) -> None:
         check(who["issuer"] == origin, f"whoami issuer {who['issuer']}")
         check(who.get("claims", {}).get("preferred_username") == args.user, f"whoami user {who}")
         check("mcp:tools:read" in who["scopes"] and ("mcp:tools:write" in who["scopes"]) == sse, f"first scopes {who['scopes']}")
-
-        # Refresh: the access token expires, the SDK refreshes before the next request.
-        print(f"waiting {args.ttl + 1} s for the access token to expire")
-        await asyncio.sleep(args.ttl + 1)
-        who = json.loads(text(await c.call_tool("whoami", {})))
-        refreshes = [t for t in trace if "grant_type=refresh_token" in t[4]]
-        check(refreshes and all(t[2] == 200 for t in refreshes), f"refreshes: {[t[2] for t in refreshes]}")
-        check(len(browser.authorizations) == 1, "refresh fell back to a new authorization")
-        check(storage.tokens.access_token != first.access_token, "same access token after refresh")
-        check(storage.tokens.refresh_token != first.refresh_token, "refresh token not rotated")
-        check(who.get("claims", {}).get("preferred_username") == args.user, f"whoami after refresh {who}")
 
         note_id = f"py-{uuid.uuid4().hex[:8]}"
         put = await c.call_tool("notes_put", {"id": note_id, "content": "written by the python sdk"})
@@ -222,6 +212,18 @@ async def flow(args) -> None:
             print(f"step-up authorization scope: {' '.join(scope2)}; pages {a2['pages']}")
             check("mcp:tools:write" in scope2, f"step-up scope {scope2}")
             check("/authorize/login" not in a2["pages"], "signed-in user asked to log in again")
+        first = storage.tokens
+        # Refresh: the access token expires, the SDK refreshes before the next request.
+        print(f"waiting {args.ttl + 1} s for the access token to expire")
+        await asyncio.sleep(args.ttl + 1)
+        who = json.loads(text(await c.call_tool("whoami", {})))
+        refreshes = [t for t in trace if "grant_type=refresh_token" in t[4]]
+        check(refreshes and all(t[2] == 200 for t in refreshes), f"refreshes: {[t[2] for t in refreshes]}")
+        check(len(browser.authorizations) == (1 if sse else 2), "refresh fell back to a new authorization")
+        check(storage.tokens.access_token != first.access_token, "same access token after refresh")
+        check(storage.tokens.refresh_token != first.refresh_token, "refresh token not rotated")
+        check(who.get("claims", {}).get("preferred_username") == args.user, f"whoami after refresh {who}")
+
         got = await c.call_tool("notes_get", {"id": note_id})
         check(text(got) == "written by the python sdk", f"notes_get: {text(got)}")
         who = json.loads(text(await c.call_tool("whoami", {})))

@@ -55,10 +55,12 @@ done
 BASE="$BASE" CB_PORT="$CB_PORT" FRAMER_PORT="$FRAMER_PORT" CLIENT_ID=desktop-app \
   CLIENT_NAME="$CLIENT_NAME" USERNAME=alice PASSWORD="$PASSWORD" ART="$ART" \
   MCPGATE_LOG="$ART/mcpgate.log" ONLY="${ONLY:-}" \
-  NODE_PATH="$ROOT/tools/peers/browser/node_modules" \
-  node "$HERE/pages.mjs" 2>"$ART/pages.stderr"
+  node "$HERE/pages.mjs" >"$ART/pages.out" 2>"$ART/pages.stderr"
 status=$?
+# Details first, so that the summary line stays the last line of the output.
 [[ -s "$ART/pages.stderr" ]] && { echo "--- pages.mjs stderr:"; cat "$ART/pages.stderr"; } >&2
+cat "$ART/pages.out"
+grep -Eq '^browser: [0-9]+ passed, [0-9]+ failed$' "$ART/pages.out" || { echo "browser: 0 passed, 1 failed"; status=1; }
 
 # The reference screenshots shown in the docs (only when every check passed).
 if ((status == 0)) && [[ -z "${ONLY:-}" ]]; then

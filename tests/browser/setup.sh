@@ -13,9 +13,9 @@ if ! [[ -x /usr/bin/chromium ]]; then
   echo "browser setup: installing Debian's chromium" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt-get install -y -qq chromium >/dev/null
 fi
-/usr/bin/chromium --version >/dev/null
+/usr/bin/chromium --version >/dev/null 2>&1 || { echo "browser setup: /usr/bin/chromium does not run" >&2; exit 1; }
 
 installed="$(node -p "try { require('$PEER/node_modules/playwright-core/package.json').version } catch { '' }")"
 if [[ "$installed" != "$PLAYWRIGHT_VERSION" ]]; then

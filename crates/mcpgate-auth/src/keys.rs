@@ -43,6 +43,8 @@ struct Ring {
 }
 
 impl Ring {
+    /// The newest active key. Keys come in creation order, and `max_by_key` returns the last of
+    /// equal maxima, so of two keys activated in the same second the later-created one signs.
     fn signing(&self, now: Timestamp) -> Option<Arc<LoadedKey>> {
         self.keys
             .iter()

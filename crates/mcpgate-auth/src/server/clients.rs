@@ -52,7 +52,7 @@ pub struct ResolvedClient {
     pub redirect_uris: Vec<String>,
     pub auth_method: AuthMethod,
     pub grant_types: Vec<String>,
-    /// Scopes the client may ever get (`None`: any supported scope).
+    /// Scopes the client may ever get (`None`: any supported scope). Set by administrators only.
     pub scope: Option<ScopeSet>,
     /// SHA-256 hex of the secret, for confidential registered clients.
     pub secret_hash: Option<String>,
@@ -103,7 +103,15 @@ impl ResolvedClient {
             redirect_uris: strings("redirect_uris"),
             auth_method,
             grant_types,
-            scope: str_of("scope").map(|s| ScopeSet::parse(&s)),
+            // Only an administrator's `scope` is a ceiling. Clients registering themselves (DCR,
+            // metadata documents) name the scopes they ask for first; treating that as a limit
+            // would make every later step-up impossible.
+            scope: match kind {
+                ClientKind::Registered(ClientSource::Admin) => {
+                    str_of("scope").map(|s| ScopeSet::parse(&s))
+                }
+                _ => None,
+            },
             secret_hash,
             jwks_uri: str_of("jwks_uri"),
             kind,

@@ -4,6 +4,7 @@
 //! Secrets (refresh tokens, codes, browser sessions, client secrets) are stored as SHA-256 or
 //! argon2 hashes, never in clear. Every multi-step write is one transaction.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -253,6 +254,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Keys
     async fn create_key(&self, key: &SigningKey) -> StoreResult<()>;
+    /// Every key, in creation order (the order rotations happened).
     async fn keys(&self) -> StoreResult<Vec<SigningKey>>;
     async fn set_key_retirement(&self, kid: &str, retire_at: Timestamp) -> StoreResult<bool>;
 

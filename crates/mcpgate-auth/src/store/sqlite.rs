@@ -1062,8 +1062,7 @@ impl Store for SqliteStore {
     }
 
     async fn keys(&self) -> StoreResult<Vec<SigningKey>> {
-        let sql =
-            format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY activate_at, created_at, kid");
+        let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, rowid");
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await

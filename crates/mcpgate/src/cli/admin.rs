@@ -25,6 +25,7 @@ pub enum UsersCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// List users.
     List {
         #[command(flatten)]
         config: ConfigArgs,
@@ -64,6 +65,7 @@ pub enum ClientsCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// List registered clients (metadata-document clients are fetched, not registered).
     List {
         #[command(flatten)]
         config: ConfigArgs,
@@ -86,6 +88,7 @@ pub enum KeysCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// List published keys and which one signs.
     List {
         #[command(flatten)]
         config: ConfigArgs,
@@ -223,6 +226,10 @@ pub async fn clients(command: ClientsCommand) -> anyhow::Result<()> {
         } => {
             if client_id.starts_with("https://") {
                 bail!("https client ids are client metadata documents; they need no registration");
+            }
+            for uri in &redirect_uris {
+                mcpgate_auth::server::register::check_redirect_uri(uri)
+                    .map_err(|reason| anyhow::anyhow!("redirect URI {uri}: {reason}"))?;
             }
             if client_credentials && !confidential {
                 bail!("--client-credentials needs --confidential (a secret)");

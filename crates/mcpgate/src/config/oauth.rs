@@ -256,7 +256,21 @@ pub fn resolve(
     let err = |errors: &mut Vec<ConfigError>, key: &str, m: String| {
         errors.push(ConfigError::new(format!("oauth.{key}"), m))
     };
-    let mode = args.oauth_mode.or(file.mode).unwrap_or(OAuthMode::Builtin);
+    // Naming an issuer means tokens come from it: external mode, unless a mode is given.
+    let configured_issuer = args.oauth_issuer.clone().or(file.issuer.clone());
+    let default_mode = if configured_issuer.is_some() {
+        OAuthMode::External
+    } else {
+        OAuthMode::Builtin
+    };
+    let mode = args.oauth_mode.or(file.mode).unwrap_or(default_mode);
+    if mode == OAuthMode::Builtin && configured_issuer.is_some() {
+        err(
+            errors,
+            "issuer",
+            "the built-in authorization server's issuer is its public URL: remove MCP_OAUTH_ISSUER, or set MCP_OAUTH_MODE=external to accept an external IdP's tokens".into(),
+        );
+    }
     let builtin = (mode == OAuthMode::Builtin).then(|| resolve_builtin(args, &file, errors));
     if mode == OAuthMode::Proxy {
         err(
@@ -290,7 +304,12 @@ pub fn resolve(
         err(errors, "public_url", needs.into());
         return None;
     };
-    for (key, value) in [("issuer", &issuer), ("public_url", &public_url)] {
+    let urls: &[(&str, &String)] = if mode == OAuthMode::Builtin {
+        &[("public_url", &public_url)]
+    } else {
+        &[("issuer", &issuer), ("public_url", &public_url)]
+    };
+    for &(key, value) in urls {
         if let Err(m) = check_secure_url(value, allow_insecure_http) {
             err(errors, key, m);
         }
@@ -419,6 +438,17 @@ fn resolve_builtin(
         Duration::from_secs(flag.or(file).unwrap_or(default))
     };
     let refresh_grace = secs(args.oauth_refresh_grace_secs, file.refresh_grace_secs, 5);
+    let access_token_ttl = secs(
+        args.oauth_access_token_ttl_secs,
+        file.access_token_ttl_secs,
+        3600,
+    );
+    if access_token_ttl.is_zero() || access_token_ttl > Duration::from_secs(24 * 3600) {
+        errors.push(ConfigError::new(
+            "oauth.access_token_ttl_secs",
+            "between 1 and 86400: access tokens are meant to be short-lived (refresh tokens carry the grant)",
+        ));
+    }
     if refresh_grace > Duration::from_secs(10) {
         errors.push(ConfigError::new(
             "oauth.refresh_grace_secs",
@@ -452,11 +482,7 @@ fn resolve_builtin(
     }
     BuiltinConfig {
         store: Secret::new(store),
-        access_token_ttl: secs(
-            args.oauth_access_token_ttl_secs,
-            file.access_token_ttl_secs,
-            3600,
-        ),
+        access_token_ttl,
         refresh_token_ttl: secs(
             args.oauth_refresh_token_ttl_secs,
             file.refresh_token_ttl_secs,

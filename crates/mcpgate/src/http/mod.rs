@@ -195,6 +195,7 @@ pub fn build(
     let health_state = HealthState {
         started: Instant::now(),
         backend,
+        oauth_store: auth_server.as_ref().map(|s| s.store.clone()),
     };
     let mut open = Router::new()
         .route("/health", get(health::health))

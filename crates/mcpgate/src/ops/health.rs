@@ -14,6 +14,8 @@ use crate::backend::Backend;
 pub struct HealthState {
     pub started: Instant,
     pub backend: Arc<dyn Backend>,
+    /// The built-in authorization server's store, when there is one.
+    pub oauth_store: Option<Arc<dyn mcpgate_auth::store::Store>>,
 }
 
 pub async fn health(State(state): State<HealthState>) -> Json<serde_json::Value> {
@@ -25,7 +27,18 @@ pub async fn health(State(state): State<HealthState>) -> Json<serde_json::Value>
 }
 
 pub async fn ready(State(state): State<HealthState>) -> Response {
-    match state.backend.readiness().await {
+    let store = match &state.oauth_store {
+        Some(store) => store
+            .ping()
+            .await
+            .map_err(|e| format!("the OAuth store is unavailable: {e}")),
+        None => Ok(()),
+    };
+    let readiness = match store {
+        Ok(()) => state.backend.readiness().await,
+        Err(e) => Err(e),
+    };
+    match readiness {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

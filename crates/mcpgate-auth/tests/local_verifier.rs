@@ -1,0 +1,161 @@
+//! The resource side of the built-in server: its own tokens verified from the shared key ring,
+//! revocations honoured from the store, rotation picked up by a reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpgate_auth::ScopeSet;
+use mcpgate_auth::keys::KeyManager;
+use mcpgate_auth::resource::claims::now_secs;
+use mcpgate_auth::resource::{
+    AudiencePolicy, ClaimRules, LocalJwtVerifier, RevocationList, Verifier, VerifyError,
+};
+use mcpgate_auth::server::token::AccessTokenClaims;
+use mcpgate_auth::store::sqlite::SqliteStore;
+use mcpgate_auth::store::{Store, TokenFamily};
+
+const ISSUER: &str = "http://127.0.0.1:8080";
+const RESOURCE: &str = "http://127.0.0.1:8080/mcp";
+
+fn claims(jti: &str, family: Option<&str>) -> AccessTokenClaims {
+    let now = now_secs();
+    AccessTokenClaims {
+        iss: ISSUER.into(),
+        sub: "user-1".into(),
+        aud: RESOURCE.into(),
+        exp: now + 300,
+        iat: now,
+        nbf: now,
+        jti: jti.into(),
+        client_id: "client-1".into(),
+        scope: "mcp:tools:read".into(),
+        fam: family.map(str::to_owned),
+        preferred_username: Some("alice".into()),
+    }
+}
+
+async fn setup() -> (
+    Arc<dyn Store>,
+    Arc<KeyManager>,
+    Arc<RevocationList>,
+    LocalJwtVerifier,
+) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+    let keys = KeyManager::load_or_create(store.clone()).await.unwrap();
+    let revocations = Arc::new(RevocationList::default());
+    let rules = ClaimRules {
+        issuer: ISSUER.into(),
+        audiences: AudiencePolicy::new([RESOURCE.to_owned()], []),
+        leeway: Duration::from_secs(30),
+        exposed_claims: vec!["preferred_username".into()],
+    };
+    let verifier = LocalJwtVerifier::new(keys.clone(), revocations.clone(), rules);
+    (store, keys, revocations, verifier)
+}
+
+#[tokio::test]
+async fn accepts_its_own_tokens_with_the_grant_attached() {
+    let (_, keys, _, verifier) = setup().await;
+    let token = keys.sign(&claims("j1", Some("fam-1"))).unwrap();
+    let principal = verifier.verify(&token).await.unwrap().unwrap();
+    assert_eq!(principal.subject, "user-1");
+    assert_eq!(principal.client_id.as_deref(), Some("client-1"));
+    assert_eq!(principal.grant_id.as_deref(), Some("fam-1"));
+    assert_eq!(
+        principal
+            .claims
+            .get("preferred_username")
+            .and_then(|v| v.as_str()),
+        Some("alice")
+    );
+}
+
+#[tokio::test]
+async fn revoked_jtis_and_grants_are_refused_after_a_reload() {
+    let (store, keys, revocations, verifier) = setup().await;
+    let by_jti = keys.sign(&claims("j-revoked", None)).unwrap();
+    let by_family = keys.sign(&claims("j2", Some("fam-2"))).unwrap();
+    let family = TokenFamily {
+        family_id: "fam-2".into(),
+        client_id: "client-1".into(),
+        user_id: Some("user-1".into()),
+        scope: ScopeSet::parse("mcp:tools:read"),
+        resource: RESOURCE.into(),
+        created_at: now_secs(),
+        revoked_at: None,
+    };
+    store.create_family(&family, None, None).await.unwrap();
+    assert!(verifier.verify(&by_jti).await.unwrap().is_some());
+    assert!(verifier.verify(&by_family).await.unwrap().is_some());
+
+    store
+        .revoke_jti("j-revoked", now_secs() + 300)
+        .await
+        .unwrap();
+    store.revoke_family("fam-2", now_secs()).await.unwrap();
+    revocations
+        .reload(store.as_ref(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    for token in [&by_jti, &by_family] {
+        match verifier.verify(token).await {
+            Err(VerifyError::Invalid(m)) => assert!(m.contains("revoked"), "{m}"),
+            other => panic!("expected a revocation, got {other:?}"),
+        }
+    }
+    assert!(revocations.is_grant_revoked("fam-2"));
+}
+
+#[tokio::test]
+async fn another_instance_picks_up_a_rotation_on_reload() {
+    let (store, keys, _, verifier) = setup().await;
+    let before = keys.sign(&claims("j-old", None)).unwrap();
+    // A second key manager on the same store stands for `mcpgate keys rotate` or another instance.
+    let other = KeyManager::load_or_create(store.clone()).await.unwrap();
+    other
+        .rotate(Duration::ZERO, Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    let after = other.sign(&claims("j-new", None)).unwrap();
+    assert!(
+        verifier.verify(&after).await.is_err(),
+        "unknown until this instance reloads"
+    );
+    keys.reload().await.unwrap();
+    assert!(verifier.verify(&after).await.unwrap().is_some());
+    assert!(
+        verifier.verify(&before).await.unwrap().is_some(),
+        "the old key stays published"
+    );
+    assert_eq!(keys.jwks().keys.len(), 2);
+    assert_ne!(
+        jsonwebtoken::decode_header(&before).unwrap().kid,
+        jsonwebtoken::decode_header(keys.sign(&claims("j3", None)).unwrap())
+            .unwrap()
+            .kid,
+        "new tokens are signed with the new key"
+    );
+}
+
+#[tokio::test]
+async fn tokens_of_other_issuers_or_algorithms_are_refused() {
+    let (_, keys, _, verifier) = setup().await;
+    let mut foreign = claims("j4", None);
+    foreign.iss = "http://127.0.0.1:9999".into();
+    assert!(
+        verifier
+            .verify(&keys.sign(&foreign).unwrap())
+            .await
+            .is_err()
+    );
+    let mut elsewhere = claims("j5", None);
+    elsewhere.aud = "http://127.0.0.1:8080/other".into();
+    assert!(
+        verifier
+            .verify(&keys.sign(&elsewhere).unwrap())
+            .await
+            .is_err()
+    );
+    assert_eq!(verifier.verify("opaque").await, Ok(None));
+}
