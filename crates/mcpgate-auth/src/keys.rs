@@ -57,6 +57,8 @@ impl Ring {
 pub struct KeyManager {
     store: Arc<dyn Store>,
     ring: RwLock<Ring>,
+    /// When a reload for an unknown `kid` last ran (another instance may have just rotated).
+    last_on_demand: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KeyManager {
@@ -65,6 +67,7 @@ impl KeyManager {
         let manager = Arc::new(Self {
             store,
             ring: RwLock::new(Ring::default()),
+            last_on_demand: std::sync::Mutex::new(None),
         });
         manager.reload().await?;
         if manager.read().signing(now_secs()).is_none() {
@@ -152,6 +155,29 @@ impl KeyManager {
             .iter()
             .find(|k| k.kid == kid)
             .map(|k| k.decoding.clone())
+    }
+
+    /// The verification key for `kid`, reloading the ring first when the key is unknown — a
+    /// token signed by another instance right after a rotation must work at once. At most one
+    /// such reload per second, so forged `kid`s cannot hammer the store.
+    pub async fn decoding_key_or_reload(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(key) = self.decoding_key(kid) {
+            return Some(key);
+        }
+        {
+            let mut last = self
+                .last_on_demand
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return None;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        if let Err(e) = self.reload().await {
+            tracing::warn!(error = %e, "reloading signing keys for an unknown kid failed");
+        }
+        self.decoding_key(kid)
     }
 
     /// `(kid, activate_at, retire_at, is_signing)` of every published key.

@@ -1305,14 +1305,15 @@ async fn signing_keys() {
         store.create_key(&key("k1", NOW)).await,
         Err(StoreError::Conflict(_))
     ));
+    // Creation order, whatever the activation times.
     assert_eq!(
         store.keys().await.unwrap(),
-        vec![key("k1", NOW), key("k2", NOW + 60)]
+        vec![key("k2", NOW + 60), key("k1", NOW)]
     );
 
     assert!(store.set_key_retirement("k1", NOW + 3600).await.unwrap());
     assert!(!store.set_key_retirement("nope", NOW).await.unwrap());
-    assert_eq!(store.keys().await.unwrap()[0].retire_at, Some(NOW + 3600));
+    assert_eq!(store.keys().await.unwrap()[1].retire_at, Some(NOW + 3600));
 
     assert_eq!(store.purge_expired(NOW + 3599).await.unwrap(), 0);
     assert_eq!(store.purge_expired(NOW + 3600).await.unwrap(), 1);

@@ -119,8 +119,10 @@ CREATE TABLE revoked_jtis (
 );
 CREATE INDEX revoked_jtis_expires_at ON revoked_jtis (expires_at);
 
--- `private_pkcs8` is the PKCS#8 DER private key; `public_jwk` its public JWK.
+-- `private_pkcs8` is the PKCS#8 DER private key; `public_jwk` its public JWK. `seq` orders keys
+-- created in the same second by insertion (SQLite's rowid).
 CREATE TABLE signing_keys (
+    seq           BIGINT NOT NULL GENERATED ALWAYS AS IDENTITY,
     kid           TEXT   NOT NULL PRIMARY KEY,
     alg           TEXT   NOT NULL,
     private_pkcs8 BYTEA  NOT NULL,

@@ -113,7 +113,8 @@ impl Verifier for LocalJwtVerifier {
             .ok_or_else(|| invalid("the token names no signing key"))?;
         let key = self
             .keys
-            .decoding_key(kid)
+            .decoding_key_or_reload(kid)
+            .await
             .ok_or_else(|| invalid("the token's signing key is unknown"))?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.validate_aud = false;

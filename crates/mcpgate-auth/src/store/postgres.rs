@@ -1082,10 +1082,7 @@ impl Store for PostgresStore {
     }
 
     async fn keys(&self) -> StoreResult<Vec<SigningKey>> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM signing_keys \
-             ORDER BY activate_at, created_at, kid COLLATE \"C\""
-        );
+        let sql = format!("SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, seq");
         fetch_all_of(&self.pool, sql, key_from).await
     }
 

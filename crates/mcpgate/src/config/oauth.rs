@@ -460,10 +460,13 @@ fn resolve_builtin(
         .clone()
         .or(file.store.clone())
         .unwrap_or_else(|| "sqlite://mcpgate-oauth.db".into());
-    if !store.starts_with("sqlite:") {
+    if !["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| store.starts_with(p))
+    {
         errors.push(ConfigError::new(
             "oauth.store",
-            "only sqlite:// stores are available in this version",
+            "use sqlite://FILE or postgres://USER@HOST/DATABASE",
         ));
     }
     for (i, client) in file.clients.iter().enumerate() {

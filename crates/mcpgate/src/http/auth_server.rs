@@ -12,6 +12,7 @@ use mcpgate_auth::server::secrets;
 use mcpgate_auth::server::{
     AuthServer, AuthServerConfig, MetadataDocumentPolicy, RegistrationPolicy, users,
 };
+use mcpgate_auth::store::postgres::PostgresStore;
 use mcpgate_auth::store::sqlite::SqliteStore;
 use mcpgate_auth::store::{Client, ClientSource, Store, StoreError, User};
 use tokio_util::sync::CancellationToken;
@@ -58,7 +59,11 @@ pub fn scope_catalogue() -> Vec<(String, String)> {
 }
 
 pub async fn open_store(settings: &BuiltinConfig) -> Result<Arc<dyn Store>, BuiltinError> {
-    Ok(Arc::new(SqliteStore::open(settings.store.expose()).await?))
+    let url = settings.store.expose();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+    }
+    Ok(Arc::new(SqliteStore::open(url).await?))
 }
 
 pub async fn start(
