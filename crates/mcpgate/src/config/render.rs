@@ -156,6 +156,57 @@ fn oauth_table(oauth: &super::OAuthConfig) -> Table {
         t.insert("resource_documentation".into(), doc.clone().into());
     }
     t.insert("exposed_claims".into(), strings(&oauth.exposed_claims));
+    if let Some(b) = &oauth.builtin {
+        // The store URL may carry a database password.
+        t.insert("store".into(), redact_userinfo(b.store.expose()).into());
+        t.insert(
+            "access_token_ttl_secs".into(),
+            (b.access_token_ttl.as_secs() as i64).into(),
+        );
+        t.insert(
+            "refresh_token_ttl_secs".into(),
+            (b.refresh_token_ttl.as_secs() as i64).into(),
+        );
+        t.insert("code_ttl_secs".into(), (b.code_ttl.as_secs() as i64).into());
+        t.insert(
+            "refresh_grace_secs".into(),
+            (b.refresh_grace.as_secs() as i64).into(),
+        );
+        t.insert("registration".into(), b.registration.into());
+        if b.registration_token.is_some() {
+            t.insert("registration_token".into(), REDACTED.into());
+        }
+        t.insert(
+            "redirect_uri_allowlist".into(),
+            strings(&b.redirect_uri_allowlist),
+        );
+        t.insert(
+            "client_metadata_documents".into(),
+            b.client_metadata_documents.into(),
+        );
+        t.insert(
+            "client_metadata_allow_hosts".into(),
+            strings(&b.client_metadata_allow_hosts),
+        );
+        t.insert(
+            "client_metadata_deny_hosts".into(),
+            strings(&b.client_metadata_deny_hosts),
+        );
+        let clients: Vec<Value> = b
+            .clients
+            .iter()
+            .map(|c| {
+                let mut e = Table::new();
+                e.insert("client_id".into(), c.client_id.clone().into());
+                if c.client_secret.is_some() || c.client_secret_env.is_some() {
+                    e.insert("client_secret".into(), REDACTED.into());
+                }
+                e.insert("redirect_uris".into(), strings(&c.redirect_uris));
+                Value::Table(e)
+            })
+            .collect();
+        t.insert("clients".into(), Value::Array(clients));
+    }
     t
 }
 

@@ -171,6 +171,24 @@ fn builtin_mode_is_its_own_issuer_at_the_public_url() {
     assert_eq!(builtin.access_token_ttl.as_secs(), 3600);
     assert_eq!(builtin.clients[0].client_id, "ci-bot");
     assert!(builtin.registration && builtin.client_metadata_documents);
+    let rendered = config.render_redacted();
+    assert!(
+        rendered.contains("ci-bot") && !rendered.contains("s3cret"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_postgres_store_password_is_redacted() {
+    let file = FileConfig::parse(
+        "[oauth]\nenabled = true\nstore = \"postgres://app:hunter2@db.internal/mcpgate\"\n",
+    )
+    .unwrap();
+    let rendered = Config::resolve(&ConfigArgs::default(), file)
+        .unwrap()
+        .render_redacted();
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(rendered.contains("db.internal"), "{rendered}");
 }
 
 #[test]
