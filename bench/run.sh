@@ -279,7 +279,7 @@ if [[ "$PROFILE" == 1 ]] && command -v perf >/dev/null; then
     wrk_run 32 "$DURATION" >/dev/null || true
     wait "$perf_pid" || true
     perf report -i "$OUT/run/perf-$sys.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | head -n 60 >"$OUT/profile-$sys.txt" || true
+      grep -v '^#' | grep -v '^$' | sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' | head -n 60 >"$OUT/profile-$sys.txt" || true
     say "$sys: profile in ${OUT#$ROOT/}/profile-$sys.txt"
   done
 fi

@@ -124,7 +124,11 @@ async fn another_instance_picks_up_a_rotation_on_reload() {
         verifier.verify(&before).await.unwrap().is_some(),
         "the old key stays published"
     );
-    assert_eq!(keys.jwks().keys.len(), 2, "the reload published both keys here too");
+    assert_eq!(
+        keys.jwks().keys.len(),
+        2,
+        "the reload published both keys here too"
+    );
     assert_ne!(
         jsonwebtoken::decode_header(&before).unwrap().kid,
         jsonwebtoken::decode_header(keys.sign(&claims("j3", None)).unwrap())
