@@ -42,6 +42,9 @@ tests/as/run.sh target/debug/mcpgate
 step "login and consent pages in headless Chromium"
 tests/browser/run.sh target/debug/mcpgate
 
+step "deployment files (Dockerfile, Cloud Run manifest, documented configurations)"
+tests/deploy/check.sh target/debug/mcpgate
+
 step "MCP conformance suite: authorization mode against the built-in server"
 tests/conformance/authorization.sh target/debug/mcpgate
 
