@@ -39,6 +39,9 @@ tests/oauth/run.sh target/debug/mcpgate
 step "built-in authorization server with real OAuth clients"
 tests/as/run.sh target/debug/mcpgate
 
+step "two instances on one PostgreSQL behaving as one server"
+tests/multi/run.sh target/debug/mcpgate
+
 step "login and consent pages in headless Chromium"
 tests/browser/run.sh target/debug/mcpgate
 

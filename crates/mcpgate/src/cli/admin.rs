@@ -315,7 +315,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 "new signing key {kid} published; signing with it {}",
                 match activate_after {
                     Some(d) if !d.is_zero() => format!("in {} s", d.as_secs()),
-                    _ => "now".to_owned(),
+                    _ => "now (running servers switch within ~5 s)".to_owned(),
                 }
             );
         }
