@@ -11,8 +11,9 @@
 #   ts-peer             TypeScript SDK 1.32.2 + Express 5 + jose, ES256 JWT (bench/peers/ts-peer.mjs, tool: echo)
 #   fastmcp             FastMCP 4.2.3 JWTVerifier, ES256 JWT          (bench/peers/fastmcp-peer.py, tool: echo)
 # All JWTs come from one real IdP (npm oidc-provider, tools/peers/idp/oidc.mjs, client svc-es256).
-# Every request is an authenticated stateless `tools/call` with a JSON response: protocol
-# 2026-07-28 for mcpgate, 2025-11-25 stateless mode for the peers (TS SDK v1 has no 2026 era).
+# Every request is an authenticated stateless `tools/call`: protocol 2026-07-28 for mcpgate (which
+# answers with a one-event SSE stream: it has no JSON-response mode), 2025-11-25 without a session
+# for the peers (TS SDK v1 has no 2026 era), which answer plain JSON.
 #
 # Load: wrk 4.1.0 (Debian, installed when missing) with bench/lib/post.lua, at each concurrency in
 # BENCH_CONCURRENCY for BENCH_DURATION seconds after a warm-up. Per system and concurrency:
@@ -32,6 +33,7 @@
 #   BENCH_PROFILE_SYSTEMS="mcpgate-off mcpgate-jwt"
 #   BENCH_PIN=0                 1: server on CPU 1, wrk on CPU 0 (taskset), less noise, 1 core each
 #   BENCH_RESULTS=bench/RESULTS.md   where the report goes ("" = don't write it)
+#   BENCH_OUT=test-artifacts/bench   raw data and logs (wiped at start)
 #   MCPGATE=path                use this binary instead of `cargo build --release -p mcpgate`
 # Raw data and logs: test-artifacts/bench/ (results.tsv, systems.tsv, startup.tsv, env.txt,
 # profile-*.txt, *.log).
@@ -39,7 +41,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
-OUT="$ROOT/test-artifacts/bench"
+OUT="${BENCH_OUT:-$ROOT/test-artifacts/bench}"
 DURATION="${BENCH_DURATION:-5}"
 ROUNDS="${BENCH_ROUNDS:-2}"
 WAIT_IDLE="${BENCH_WAIT_IDLE:-0}"

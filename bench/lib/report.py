@@ -216,7 +216,7 @@ if profiles:
             w(" ".join(l.split()[:4])[:110])
         w("```")
         w("")
-w("Raw data: `test-artifacts/bench/` (`results.tsv`, `systems.tsv`, `startup.tsv`, `env.txt`, logs).")
+w(f"Raw data: `test-artifacts/{os.path.basename(os.path.normpath(out))}/` (`results.tsv`, `systems.tsv`, `startup.tsv`, `env.txt`, logs).")
 w("")
 w(END)
 generated = "\n".join(lines)

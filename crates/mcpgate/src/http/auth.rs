@@ -106,6 +106,11 @@ async fn oauth_verifiers(oauth: &OAuthConfig) -> Result<Vec<Arc<dyn Verifier>>, 
             ..JwksSettings::default()
         };
         let jwks = Arc::new(JwksCache::new(uri, http.clone(), settings));
+        // Fetch the keys now, so the first request does not wait for them. A failure is not
+        // fatal: the IdP may come up later, and verification retries (503 until it does).
+        if let Err(e) = jwks.keys_for(None).await {
+            tracing::warn!(error = %e, "the JWKS could not be fetched at start-up");
+        }
         verifiers.push(Arc::new(JwtVerifier::new(
             jwks,
             rules.clone(),
