@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the resource-server hot path, so regressions show up in isolation:
 //! JWT verification against a remote JWKS (cached, and uncached: a fresh cache per token, so the
-//! JWKS is fetched over loopback HTTP and parsed every time), local verification of the built-in
+//! JWKS is fetched over loopback HTTP and parsed every time; both without the verified-token
+//! cache), verified-token cache hits (`*_token_cache_hit`), local verification of the built-in
 //! AS's own tokens, the static-token verifier, the whole verifier chain, and challenge building.
 //!
 //!   cargo bench -p mcpgate-auth --bench verify
@@ -12,7 +13,7 @@ use mcpgate_auth::keys::KeyManager;
 use mcpgate_auth::resource::challenge::ChallengeError;
 use mcpgate_auth::resource::{
     AudiencePolicy, Challenge, ClaimRules, JwksCache, JwksSettings, JwtVerifier, LocalJwtVerifier,
-    RevocationList, StaticToken, StaticTokenVerifier, Verifier, VerifierChain,
+    RevocationList, StaticToken, StaticTokenVerifier, TokenCacheSettings, Verifier, VerifierChain,
 };
 use mcpgate_auth::store::Store;
 use mcpgate_auth::store::sqlite::SqliteStore;
@@ -86,7 +87,7 @@ fn jwt_verifier(f: &Fixture, http: &reqwest::Client) -> JwtVerifier {
         http.clone(),
         JwksSettings::default(),
     ));
-    JwtVerifier::new(jwks, rules(&f.issuer), false)
+    JwtVerifier::new(jwks, rules(&f.issuer), false).with_token_cache(TokenCacheSettings::disabled())
 }
 
 fn verification(c: &mut Criterion) {
@@ -108,15 +109,45 @@ fn verification(c: &mut Criterion) {
         })
     });
 
+    // The same verifier with its verified-token cache (the default): every call after the first
+    // is a hit (SHA-256 of the token, map lookup, key-trust check, principal clone).
+    let hits = JwtVerifier::new(
+        Arc::new(JwksCache::new(
+            f.jwks_uri.clone(),
+            http.clone(),
+            JwksSettings::default(),
+        )),
+        rules(&f.issuer),
+        false,
+    );
+    f.rt.block_on(hits.verify(&f.token)).unwrap().unwrap();
+    c.bench_function("jwt_es256_jwks_token_cache_hit", |b| {
+        b.to_async(&f.rt)
+            .iter(|| async { hits.verify(&f.token).await.unwrap().unwrap() })
+    });
+
     let local = LocalJwtVerifier::new(
         f.keys.clone(),
         Arc::new(RevocationList::default()),
         rules(&f.issuer),
-    );
+    )
+    .with_token_cache(TokenCacheSettings::disabled());
     assert!(f.rt.block_on(local.verify(&f.token)).unwrap().is_some());
     c.bench_function("jwt_es256_local_keys", |b| {
         b.to_async(&f.rt)
             .iter(|| async { local.verify(&f.token).await.unwrap().unwrap() })
+    });
+
+    // Built-in AS tokens with the cache: a hit also checks the revocation list.
+    let local_hits = LocalJwtVerifier::new(
+        f.keys.clone(),
+        Arc::new(RevocationList::default()),
+        rules(&f.issuer),
+    );
+    f.rt.block_on(local_hits.verify(&f.token)).unwrap().unwrap();
+    c.bench_function("jwt_es256_local_token_cache_hit", |b| {
+        b.to_async(&f.rt)
+            .iter(|| async { local_hits.verify(&f.token).await.unwrap().unwrap() })
     });
 
     let statics = StaticTokenVerifier::new(vec![

@@ -148,6 +148,11 @@ impl KeyManager {
         }
     }
 
+    /// Whether `kid` is in the key ring (no I/O).
+    pub fn has_key(&self, kid: &str) -> bool {
+        self.read().keys.iter().any(|k| k.kid == kid)
+    }
+
     /// The verification key for `kid`, for this server's own resource side (no HTTP round trip).
     pub fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
         self.read()

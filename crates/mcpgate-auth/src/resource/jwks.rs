@@ -116,6 +116,18 @@ impl JwksCache {
         }
     }
 
+    /// Whether the key set, as cached now, still holds a key for `kid` and is younger than
+    /// `max_age` (no I/O): a verification made earlier with that key may still stand.
+    pub fn still_trusts(&self, kid: Option<&str>) -> bool {
+        self.snapshot().is_some_and(|set| {
+            set.fetched_at.elapsed() < self.settings.max_age
+                && set.keys.iter().any(|k| match kid {
+                    Some(kid) => k.kid.as_deref() == Some(kid),
+                    None => true,
+                })
+        })
+    }
+
     fn snapshot(&self) -> Option<Arc<KeySet>> {
         self.current
             .read()

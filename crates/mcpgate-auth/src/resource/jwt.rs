@@ -7,6 +7,7 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use super::claims::{AccessClaims, ClaimRules};
 use super::jwks::JwksCache;
+use super::token_cache::{TokenCacheSettings, VerifiedTokenCache, token_key};
 use super::verifier::{Verifier, VerifyError};
 use crate::Principal;
 
@@ -15,15 +16,29 @@ pub struct JwtVerifier {
     rules: ClaimRules,
     /// Accept JWTs without `typ: at+jwt` (many IdPs mint plain JWTs or ID-token-shaped ones).
     allow_plain_jwt: bool,
+    /// Tokens verified recently (see [`super::token_cache`]).
+    cache: VerifiedTokenCache,
 }
 
 impl JwtVerifier {
+    /// A verifier with the default verified-token cache ([`TokenCacheSettings::default`]).
     pub fn new(jwks: Arc<JwksCache>, rules: ClaimRules, allow_plain_jwt: bool) -> Self {
         Self {
             jwks,
             rules,
             allow_plain_jwt,
+            cache: VerifiedTokenCache::new(TokenCacheSettings::default()),
         }
+    }
+
+    /// Replaces the verified-token cache ([`TokenCacheSettings::disabled`] turns it off).
+    pub fn with_token_cache(mut self, settings: TokenCacheSettings) -> Self {
+        self.cache = VerifiedTokenCache::new(settings);
+        self
+    }
+
+    pub fn token_cache(&self) -> &VerifiedTokenCache {
+        &self.cache
     }
 }
 
@@ -49,6 +64,15 @@ impl Verifier for JwtVerifier {
     async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError> {
         if !looks_like_jwt(token) {
             return Ok(None);
+        }
+        let cache_key = token_key(token);
+        if let Some(hit) = self.cache.get(&cache_key) {
+            // The key that verified it must still be trusted (still published, and the key set
+            // not older than its ceiling); otherwise verify afresh, as without a cache.
+            if self.jwks.still_trusts(hit.kid.as_deref()) {
+                return Ok(Some(hit.principal.clone()));
+            }
+            self.cache.remove(&cache_key);
         }
         let invalid = |m: &str| VerifyError::Invalid(m.to_owned());
         // `alg: none` and unknown algorithms fail here: they are not in jsonwebtoken's enum.
@@ -76,7 +100,17 @@ impl Verifier for JwtVerifier {
             validation.validate_exp = false; // likewise expiry, with our leeway
             validation.required_spec_claims.clear();
             match jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation) {
-                Ok(data) => return data.claims.into_principal(&self.rules).map(Some),
+                Ok(data) => {
+                    let principal = data.claims.into_principal(&self.rules)?;
+                    self.cache.insert(
+                        cache_key,
+                        &principal,
+                        None,
+                        key.kid.clone(),
+                        self.rules.leeway,
+                    );
+                    return Ok(Some(principal));
+                }
                 Err(e) => {
                     last_error = match e.kind() {
                         jsonwebtoken::errors::ErrorKind::InvalidSignature => {

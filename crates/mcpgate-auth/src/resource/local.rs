@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::claims::{AccessClaims, ClaimRules, now_secs};
 use super::jwt::looks_like_jwt;
+use super::token_cache::{TokenCacheSettings, VerifiedTokenCache, token_key};
 use super::verifier::{Verifier, VerifyError};
 use crate::Principal;
 use crate::keys::KeyManager;
@@ -83,15 +84,29 @@ pub struct LocalJwtVerifier {
     keys: Arc<KeyManager>,
     revocations: Arc<RevocationList>,
     rules: ClaimRules,
+    /// Tokens verified recently (see [`super::token_cache`]); revocation is checked on every hit.
+    cache: VerifiedTokenCache,
 }
 
 impl LocalJwtVerifier {
+    /// A verifier with the default verified-token cache ([`TokenCacheSettings::default`]).
     pub fn new(keys: Arc<KeyManager>, revocations: Arc<RevocationList>, rules: ClaimRules) -> Self {
         Self {
             keys,
             revocations,
             rules,
+            cache: VerifiedTokenCache::new(TokenCacheSettings::default()),
         }
+    }
+
+    /// Replaces the verified-token cache ([`TokenCacheSettings::disabled`] turns it off).
+    pub fn with_token_cache(mut self, settings: TokenCacheSettings) -> Self {
+        self.cache = VerifiedTokenCache::new(settings);
+        self
+    }
+
+    pub fn token_cache(&self) -> &VerifiedTokenCache {
+        &self.cache
     }
 }
 
@@ -102,6 +117,22 @@ impl Verifier for LocalJwtVerifier {
             return Ok(None);
         }
         let invalid = |m: &str| VerifyError::Invalid(m.to_owned());
+        let cache_key = token_key(token);
+        if let Some(hit) = self.cache.get(&cache_key) {
+            // Revocation can happen at any time: checked on every hit, as on a full verification.
+            if self
+                .revocations
+                .is_revoked(hit.jti.as_deref(), hit.principal.grant_id.as_deref())
+            {
+                self.cache.remove(&cache_key);
+                return Err(invalid("the token has been revoked"));
+            }
+            if hit.kid.as_deref().is_some_and(|kid| self.keys.has_key(kid)) {
+                return Ok(Some(hit.principal.clone()));
+            }
+            // Its key left the ring: verify afresh, as without a cache.
+            self.cache.remove(&cache_key);
+        }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| invalid("the token header is malformed"))?;
         if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
@@ -142,6 +173,13 @@ impl Verifier for LocalJwtVerifier {
         }
         let mut principal = data.claims.into_principal(&self.rules)?;
         principal.grant_id = family;
+        self.cache.insert(
+            cache_key,
+            &principal,
+            jti,
+            Some(kid.to_owned()),
+            self.rules.leeway,
+        );
         Ok(Some(principal))
     }
 }

@@ -12,6 +12,7 @@ pub mod layer;
 pub mod local;
 pub mod metadata;
 pub mod static_token;
+pub mod token_cache;
 pub mod verifier;
 
 pub use audience::{AudiencePolicy, normalise_resource};
@@ -24,4 +25,5 @@ pub use layer::{AuthEvent, AuthObserver, AuthOutcome, Authenticator};
 pub use local::{LocalJwtVerifier, RevocationList};
 pub use metadata::ProtectedResourceMetadata;
 pub use static_token::{StaticToken, StaticTokenVerifier};
+pub use token_cache::{TokenCacheSettings, VerifiedTokenCache};
 pub use verifier::{Verifier, VerifierChain, VerifyError};
