@@ -502,24 +502,29 @@ restart_both() {
   echo "   check 1's browser session after the restart: $STATUS ($( [[ "$STATUS" == 303 ]] && echo 'signed in' || echo "$(form_action)"))"
 }
 
-# 6. A stateful (2025-11-25) session lives in one process: created on A, unknown on B (404). The
-#    stateless 2026-07-28 protocol needs no session: the same token works on both.
+# 6. A stateful (2025-11-25) session is in the shared store: created on A, continued on B, refused
+#    (404) to another principal on both, and a DELETE on B ends it on A. The stateless 2026-07-28
+#    protocol needs no session: the same token works on both.
 session_across() {
   CLIENT_ID=$(load client_id)
+  login "$A" alice "$PW_ALICE"
+  local alice_at="$AT"
   login "$A" bob "$PW_BOB"
   local sid; sid=$(open_session "$A" "$AT")
   echo "   session from A: ${sid:0:8}…"
   mcp_post "$A" "$AT" "$WHOAMI" "$sid"; expect_whoami bob "$STATEFUL"
-  mcp_post "$B" "$AT" "$WHOAMI" "$sid"
-  echo "   the same session id at B: $STATUS $(head -c 200 "$CHECK_DIR/b")"
-  if [[ "$STATUS" == 200 ]]; then
-    echo "   B continued A's session (shared session store)"
-    expect_whoami bob "$STATEFUL"
-  else
-    expect_status 404
-  fi
-  # the session still works at A after B refused it
+  mcp_post "$B" "$AT" "$WHOAMI" "$sid"; expect_whoami bob "$STATEFUL"
+  echo "   B continued A's session"
+  mcp_post "$B" "$alice_at" "$WHOAMI" "$sid"; expect_status 404
+  mcp_post "$A" "$alice_at" "$WHOAMI" "$sid"; expect_status 404
+  [[ "$(sql "SELECT count(*) FROM mcp_sessions WHERE id_hash = '$(sha256 "$sid")'")" == 1 ]] || fail "the session is not in the store under its hash"
+  [[ "$(sql "SELECT count(*) FROM mcp_sessions WHERE id_hash = '$sid'")" == 0 ]] || fail "a session id is stored in clear"
+  # the session still works at A after B refused alice
   mcp_post "$A" "$AT" "$WHOAMI" "$sid"; expect_whoami bob "$STATEFUL"
+  # DELETE at B ends it at A, which holds it in memory
+  req DELETE "$B/mcp" -H "Authorization: Bearer $AT" -H "mcp-session-id: $sid" -H "mcp-protocol-version: $STATEFUL"
+  [[ "$STATUS" == 200 || "$STATUS" == 204 ]] || fail "DELETE at B answered $STATUS"
+  mcp_post "$A" "$AT" "$WHOAMI" "$sid"; expect_status 404
   # stateless: one token, both instances, no session id minted
   stateless_whoami "$A" "$AT"; expect_whoami bob "$STATELESS"
   [[ -z "$(header mcp-session-id)" ]] || fail "a stateless call minted a session at A"

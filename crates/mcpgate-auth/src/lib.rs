@@ -16,6 +16,8 @@
 //!     .layer(middleware::from_fn_with_state(auth, layer::require_bearer));
 //! ```
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod periodic;
 pub mod principal;
@@ -23,6 +25,7 @@ pub mod resource;
 pub mod scope;
 pub mod server;
 pub mod store;
+pub mod upstream;
 
 pub use principal::{Principal, PrincipalKey};
 pub use scope::ScopeSet;

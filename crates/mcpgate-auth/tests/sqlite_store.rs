@@ -1207,3 +1207,127 @@ async fn data_survives_a_restart() {
     );
     store.close().await;
 }
+
+fn mcp_session(id_hash: &str, client_id: Option<&str>) -> mcpgate_auth::store::McpSession {
+    mcpgate_auth::store::McpSession {
+        id_hash: id_hash.into(),
+        state: json!({ "initialize_params": { "protocolVersion": "2025-11-25" } }),
+        issuer: "https://as.example".into(),
+        subject: "alice".into(),
+        client_id: client_id.map(str::to_owned),
+        grant_id: Some("fam1".into()),
+        created_at: NOW,
+        last_seen_at: NOW,
+        expires_at: NOW + 600,
+    }
+}
+
+async fn check_mcp_sessions(store: &dyn Store, other: &dyn Store) {
+    let s = mcp_session("mh1", Some("c1"));
+    store.save_mcp_session(&s).await.unwrap();
+    assert_eq!(store.mcp_session("mh1", NOW).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        other.mcp_session("mh1", NOW).await.unwrap(),
+        Some(s.clone()),
+        "another instance sees it"
+    );
+    assert_eq!(
+        store.mcp_session("mh1", NOW + 600).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(store.mcp_session("nope", NOW).await.unwrap(), None);
+
+    // Saving again for the same principal updates the state and expiry, never the binding.
+    let mut again = s.clone();
+    again.state = json!({ "v": 2 });
+    again.created_at = NOW + 10;
+    again.last_seen_at = NOW + 10;
+    again.expires_at = NOW + 900;
+    again.grant_id = Some("fam2".into());
+    store.save_mcp_session(&again).await.unwrap();
+    let stored = store.mcp_session("mh1", NOW).await.unwrap().unwrap();
+    assert_eq!(stored.state, json!({ "v": 2 }));
+    assert_eq!((stored.last_seen_at, stored.expires_at), (NOW + 10, NOW + 900));
+    assert_eq!(stored.created_at, NOW);
+    assert_eq!(stored.grant_id.as_deref(), Some("fam1"));
+
+    // Nobody else can take the id over.
+    let thieves = [
+        mcpgate_auth::store::McpSession {
+            subject: "mallory".into(),
+            ..s.clone()
+        },
+        mcpgate_auth::store::McpSession {
+            issuer: "https://evil.example".into(),
+            ..s.clone()
+        },
+        mcp_session("mh1", Some("c2")),
+        mcp_session("mh1", None),
+    ];
+    for thief in thieves {
+        assert!(
+            matches!(
+                other.save_mcp_session(&thief).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{thief:?}"
+        );
+    }
+    assert_eq!(store.mcp_session("mh1", NOW).await.unwrap(), Some(stored));
+
+    // Touching moves the expiry forward, never back, and never revives an expired session.
+    assert!(
+        other
+            .touch_mcp_session("mh1", NOW + 100, NOW + 2000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .touch_mcp_session("mh1", NOW + 101, NOW + 1000)
+            .await
+            .unwrap()
+    );
+    let touched = store.mcp_session("mh1", NOW).await.unwrap().unwrap();
+    assert_eq!((touched.last_seen_at, touched.expires_at), (NOW + 101, NOW + 2000));
+    assert!(
+        !store
+            .touch_mcp_session("nope", NOW + 100, NOW + 2000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch_mcp_session("mh1", NOW + 2000, NOW + 3000)
+            .await
+            .unwrap(),
+        "expired"
+    );
+
+    // A session without a client id saves again like any other.
+    let anonymous = mcp_session("mh2", None);
+    store.save_mcp_session(&anonymous).await.unwrap();
+    store.save_mcp_session(&anonymous).await.unwrap();
+
+    // Purged once expired.
+    assert_eq!(store.purge_expired(NOW + 599).await.unwrap(), 0);
+    assert_eq!(store.purge_expired(NOW + 600).await.unwrap(), 1);
+    assert_eq!(store.mcp_session("mh2", NOW).await.unwrap(), None);
+    assert!(store.mcp_session("mh1", NOW).await.unwrap().is_some());
+
+    // Deleting on one instance ends it for all.
+    assert!(other.delete_mcp_session("mh1").await.unwrap());
+    assert!(!store.delete_mcp_session("mh1").await.unwrap());
+    assert_eq!(store.mcp_session("mh1", NOW).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn mcp_sessions() {
+    // Two pools on one file: what two processes on one host would share.
+    let dir = TempDir::new("mcp-sessions");
+    let url = dir.url("oauth.db");
+    let store = SqliteStore::open(&url).await.unwrap();
+    let other = SqliteStore::open(&url).await.unwrap();
+    check_mcp_sessions(&store, &other).await;
+}

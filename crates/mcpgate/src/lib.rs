@@ -6,10 +6,13 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 pub mod http;
 pub mod ops;
 pub mod policy;
 pub mod session;
+pub mod session_store;
 pub mod telemetry;
 pub mod transport;

@@ -5,6 +5,11 @@
 //! of the `initialize` that created a session and answer every other principal as if the session
 //! did not exist (404). Binding by (issuer, subject, client) rather than by token bytes keeps a
 //! session alive across token refreshes.
+//!
+//! With a shared store ([`SharedSessions`], the OAuth store on PostgreSQL) the binding is also
+//! kept there: a session unknown to this process is looked up in the store (another instance
+//! opened it), and every request checks that the session still exists, so a DELETE on any
+//! instance ends it on all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +24,8 @@ use mcpgate_auth::{Principal, PrincipalKey};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::session_store::{Opening, SharedSessions};
+
 const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Who owns a session, and under which grant it was opened.
@@ -32,14 +39,99 @@ struct Binding {
 #[derive(Default)]
 pub struct SessionBindings {
     owners: Mutex<HashMap<String, Binding>>,
+    /// The sessions of every instance, when the deployment shares a store.
+    shared: Option<Arc<SharedSessions>>,
+    /// Whether a grant has been revoked: a shared session opened under it is over.
+    revoked: Option<GrantCheck>,
+}
+
+/// Whether a grant has been revoked.
+pub type GrantCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a presented session id allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// Unknown, ended, or another principal's: answered alike.
+    NotFound,
+    /// The shared store did not answer.
+    Unavailable,
 }
 
 impl SessionBindings {
+    /// Bindings kept in the shared store too.
+    pub fn with_shared(shared: Arc<SharedSessions>, revoked: Option<GrantCheck>) -> Self {
+        Self {
+            owners: Mutex::default(),
+            shared: Some(shared),
+            revoked,
+        }
+    }
+
+    pub fn shared(&self) -> Option<&Arc<SharedSessions>> {
+        self.shared.as_ref()
+    }
+
+    /// Whether `principal` may use `session`. With a shared store, a session unknown here is
+    /// looked up there (and bound here when it is the principal's), and a known one must still
+    /// be there.
+    pub async fn access(&self, session: &str, principal: &Principal) -> Access {
+        let key = principal.key();
+        let local = self.lock().get(session).cloned();
+        if local.as_ref().is_some_and(|b| b.owner != key) {
+            return Access::NotFound;
+        }
+        let Some(shared) = &self.shared else {
+            return if local.is_some() {
+                Access::Allowed
+            } else {
+                Access::NotFound
+            };
+        };
+        let binding = match shared.binding(session).await {
+            Ok(Some(binding)) if binding.owner == key => binding,
+            Ok(_) => return Access::NotFound,
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared session store did not answer");
+                return Access::Unavailable;
+            }
+        };
+        // Opened under a grant revoked since (perhaps while no instance held the session): the
+        // principal may hold a new grant, but this session is over.
+        if let (Some(revoked), Some(grant)) = (&self.revoked, &binding.grant)
+            && revoked(grant)
+        {
+            if let Err(e) = shared.end(session).await {
+                tracing::warn!(error = %e, "ending a revoked grant's shared session failed");
+            }
+            return Access::NotFound;
+        }
+        match shared.touch(session, &binding).await {
+            Ok(true) => {}
+            Ok(false) => return Access::NotFound,
+            Err(e) => tracing::warn!(error = %e, "recording a session's use failed"),
+        }
+        if local.is_none() {
+            self.insert(
+                session,
+                Binding {
+                    owner: binding.owner,
+                    grant: binding.grant,
+                },
+            );
+        }
+        Access::Allowed
+    }
+
     pub fn bind(&self, session: &str, principal: &Principal) {
         let binding = Binding {
             owner: principal.key(),
             grant: principal.grant_id.clone(),
         };
+        self.insert(session, binding);
+    }
+
+    fn insert(&self, session: &str, binding: Binding) {
         self.lock().insert(session.to_owned(), binding);
         metrics::gauge!("mcpgate_sessions", "transport" => "streamable-http")
             .set(self.len() as f64);
@@ -86,6 +178,11 @@ impl SessionBindings {
                 for id in bindings.sessions_of_revoked_grants(|g| revoked(g)) {
                     tracing::info!(target: "mcpgate::audit", event = "session_closed", reason = "grant_revoked");
                     let _ = manager.close_session(&id.as_str().into()).await;
+                    if let Some(shared) = bindings.shared()
+                        && let Err(e) = shared.end(&id).await
+                    {
+                        tracing::warn!(error = %e, "ending a revoked grant's shared session failed");
+                    }
                     bindings.unbind(&id);
                 }
             }
@@ -111,6 +208,16 @@ impl SessionBindings {
                 async move {
                     let ids: Vec<String> = bindings.lock().keys().cloned().collect();
                     for id in ids {
+                        // Ended on another instance: close our copy (and its open streams).
+                        if let Some(shared) = bindings.shared()
+                            && matches!(shared.binding(&id).await, Ok(None))
+                        {
+                            let _ = manager.close_session(&id.as_str().into()).await;
+                            bindings.unbind(&id);
+                            continue;
+                        }
+                        // Expired here. With a shared store it may live on elsewhere, and come
+                        // back here restored from the store.
                         if !matches!(manager.has_session(&id.as_str().into()).await, Ok(true)) {
                             bindings.unbind(&id);
                         }
@@ -126,6 +233,15 @@ pub fn session_not_found() -> Response {
     (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
 }
 
+fn session_store_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "5")],
+        "Service Unavailable: the session store did not answer",
+    )
+        .into_response()
+}
+
 /// Middleware for `/mcp`, after authentication.
 pub async fn bind_streamable_sessions(
     State(bindings): State<Arc<SessionBindings>>,
@@ -135,7 +251,6 @@ pub async fn bind_streamable_sessions(
     let Some(principal) = request.extensions().get::<Arc<Principal>>().cloned() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no principal").into_response();
     };
-    let key = principal.key();
     let presented = request
         .headers()
         .get(SESSION_HEADER)
@@ -143,13 +258,22 @@ pub async fn bind_streamable_sessions(
         .map(str::to_owned);
     let method = request.method().clone();
     if let Some(session) = &presented {
-        match bindings.owner(session) {
-            Some(owner) if owner == key => {}
+        match bindings.access(session, &principal).await {
+            Access::Allowed => {}
             // Unknown to us or owned by someone else: indistinguishable on purpose.
-            _ => return session_not_found(),
+            Access::NotFound => return session_not_found(),
+            Access::Unavailable => return session_store_unavailable(),
         }
     }
-    let mut response = next.run(request).await;
+    let opening = match (&presented, bindings.shared()) {
+        (None, Some(_)) => Some(Opening::new(principal.clone())),
+        _ => None,
+    };
+    let mut response = match &opening {
+        // rmcp stores the session it opens while answering: lend it the principal.
+        Some(opening) => SharedSessions::opening(opening.clone(), next.run(request)).await,
+        None => next.run(request).await,
+    };
     // rmcp answers a successful DELETE with 202; clients (the Python SDK) expect 200 or 204.
     if method == Method::DELETE && response.status() == StatusCode::ACCEPTED {
         *response.status_mut() = StatusCode::OK;
@@ -162,6 +286,11 @@ pub async fn bind_streamable_sessions(
                     .get(SESSION_HEADER)
                     .and_then(|v| v.to_str().ok())
             {
+                if opening.as_ref().is_some_and(|o| !o.saved()) {
+                    // Other instances could not continue it, and this one refuses sessions the
+                    // store does not know: the client had better open another one later.
+                    return session_store_unavailable();
+                }
                 bindings.bind(created, &principal);
             }
         }

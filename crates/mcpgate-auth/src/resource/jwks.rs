@@ -2,8 +2,9 @@
 //!
 //! Verification reads the cache without I/O. An unknown `kid` triggers at most one refetch per
 //! `min_refresh_interval`, so forged `kid`s cannot make us hammer the IdP. A stale set is
-//! refreshed in the background of the request that notices it; if the IdP is unreachable, the
-//! cached keys keep serving until `max_age`, after which verification is unavailable (503).
+//! refreshed by the request that notices it (at most once per `min_refresh_interval` while the
+//! keys are still trusted); if the IdP is unreachable, the cached keys keep serving until
+//! `max_age`, after which verification is unavailable (503) until a fetch succeeds.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -87,7 +88,14 @@ impl JwksCache {
         if let Some(set) = &snapshot {
             let age = set.fetched_at.elapsed();
             let found = select(set, kid);
-            if !found.is_empty() && age < self.settings.refresh_after {
+            // Refresh well before the ceiling, whatever `refresh_after` says.
+            let fresh_for = self.settings.refresh_after.min(self.settings.max_age / 2);
+            if !found.is_empty() && age < fresh_for {
+                return Ok(found);
+            }
+            if !found.is_empty() && age < self.settings.max_age && self.fetched_recently() {
+                // A refresh was tried moments ago (the IdP may be down): don't make every
+                // request wait for another attempt while the cached keys are still trusted.
                 return Ok(found);
             }
             if !found.is_empty() {
@@ -126,6 +134,14 @@ impl JwksCache {
                     None => true,
                 })
         })
+    }
+
+    /// Whether a fetch was attempted (successfully or not) within `min_refresh_interval`.
+    fn fetched_recently(&self) -> bool {
+        self.last_fetch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|t| t.elapsed() < self.settings.min_refresh_interval)
     }
 
     fn snapshot(&self) -> Option<Arc<KeySet>> {

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::AuthServer;
 use super::clients::{self, ClientKind, ResolvedClient};
 use super::error::{ErrorCode, OAuthError};
+use super::federated;
 use super::pages::{self, SignedIn};
 use super::{secrets, users};
 use crate::ScopeSet;
@@ -84,7 +85,7 @@ impl Params {
 // Redirects back to the client
 
 /// Answers to a validated client at its validated redirect URI.
-struct Reply<'a> {
+pub(super) struct Reply<'a> {
     issuer: &'a str,
     redirect_uri: &'a str,
     state: Option<&'a str>,
@@ -128,7 +129,7 @@ impl Reply<'_> {
         response
     }
 
-    fn error(&self, code: ErrorCode, description: &str) -> Response {
+    pub(super) fn error(&self, code: ErrorCode, description: &str) -> Response {
         self.redirect(&[("error", code.as_str()), ("error_description", description)])
     }
 
@@ -141,7 +142,10 @@ impl Reply<'_> {
     }
 }
 
-fn reply_for<'a>(server: &'a AuthServer, pending: &'a PendingAuthorization) -> Reply<'a> {
+pub(super) fn reply_for<'a>(
+    server: &'a AuthServer,
+    pending: &'a PendingAuthorization,
+) -> Reply<'a> {
     Reply {
         issuer: &server.config.issuer,
         redirect_uri: &pending.redirect_uri,
@@ -192,12 +196,15 @@ async fn authorize_post(
     authorize(&server, &parts.headers, &Params::parse(&body)).await
 }
 
-fn bad_request_page(message: &str) -> Response {
+pub(super) fn bad_request_page(message: &str) -> Response {
     pages::error_page(StatusCode::BAD_REQUEST, "Invalid sign-in request", message)
 }
 
 /// Resolves the client for an error page, or an error page.
-async fn client_or_page(server: &AuthServer, client_id: &str) -> Result<ResolvedClient, Response> {
+pub(super) async fn client_or_page(
+    server: &AuthServer,
+    client_id: &str,
+) -> Result<ResolvedClient, Response> {
     match clients::resolve(server, client_id).await {
         Ok(Some(client)) => Ok(client),
         Ok(None) => Err(bad_request_page(
@@ -329,9 +336,11 @@ async fn authorize(server: &Arc<AuthServer>, headers: &HeaderMap, params: &Param
     if let Err(e) = server.store.put_pending(&pending).await {
         return reply.oauth_error(&OAuthError::unavailable(e));
     }
-    match signed {
-        Some(signed) => consent_page(server, &client, &pending, &signed, None),
-        None => login_page(StatusCode::OK, &client, &pending, "", None),
+    match (signed, &server.upstream) {
+        (Some(signed), _) => consent_page(server, &client, &pending, Some(&signed), None, None),
+        // Proxy mode: the user approves this client here before anything goes upstream.
+        (None, Some(_)) => federated::anonymous_consent_page(server, &client, &pending).await,
+        (None, None) => login_page(StatusCode::OK, &client, &pending, "", None),
     }
 }
 
@@ -480,7 +489,7 @@ async fn has_consent(
 }
 
 /// Stores a code for the request and sends the browser back with it.
-async fn issue_code(
+pub(super) async fn issue_code(
     server: &AuthServer,
     pending: &PendingAuthorization,
     signed: &SignedIn,
@@ -549,12 +558,16 @@ fn login_page(
     )
 }
 
-fn consent_page(
+/// The consent page. Signed in, it approves through `/authorize/consent`; in proxy mode before
+/// the user signed in upstream (`signed` is `None`), through `/authorize/upstream`, which goes on
+/// to the upstream IdP whose authorization endpoint is `upstream_target`.
+pub(super) fn consent_page(
     server: &AuthServer,
     client: &ResolvedClient,
     pending: &PendingAuthorization,
-    signed: &SignedIn,
+    signed: Option<&SignedIn>,
     set_cookie: Option<&str>,
+    upstream_target: Option<&str>,
 ) -> Response {
     let name = client_display_name(client);
     let client_host = match client.kind {
@@ -590,9 +603,16 @@ fn consent_page(
                 .unwrap_or_else(|| scope.to_owned()),
         })
         .collect();
-    let csrf = pages::bound_csrf(&pending.csrf_token, &signed.cookie_value);
-    let targets: Vec<String> = pages::csp_source(&pending.redirect_uri)
+    // Signed in: bound to the session too. Not signed in (proxy mode): the form's own secret,
+    // shown only to the browser that made the request.
+    let csrf = match signed {
+        Some(signed) => pages::bound_csrf(&pending.csrf_token, &signed.cookie_value),
+        None => pending.csrf_token.clone(),
+    };
+    let targets: Vec<String> = [Some(pending.redirect_uri.as_str()), upstream_target]
         .into_iter()
+        .flatten()
+        .filter_map(pages::csp_source)
         .collect();
     let mut response = pages::render(
         StatusCode::OK,
@@ -603,7 +623,13 @@ fn consent_page(
             loopback,
             resource: &pending.resource,
             scopes,
-            username: &signed.user.username,
+            username: signed.map(|s| s.user.username.as_str()),
+            action: if signed.is_some() {
+                "/authorize/consent"
+            } else {
+                "/authorize/upstream"
+            },
+            upstream: server.upstream.as_ref().map(|u| u.display_name()),
             pending: &pending.id,
             csrf: &csrf,
         },
@@ -615,7 +641,7 @@ fn consent_page(
     response
 }
 
-fn expired_page() -> Response {
+pub(super) fn expired_page() -> Response {
     pages::error_page(
         StatusCode::BAD_REQUEST,
         "This sign-in has expired",
@@ -624,7 +650,7 @@ fn expired_page() -> Response {
 }
 
 /// The pending request a form refers to, and the form's fields.
-async fn pending_form(
+pub(super) async fn pending_form(
     server: &AuthServer,
     headers: &HeaderMap,
     body: Body,
@@ -653,6 +679,9 @@ async fn pending_form(
 // POST /authorize/login
 
 async fn login(State(server): State<Arc<AuthServer>>, request: http::Request<Body>) -> Response {
+    if let Some(upstream) = &server.upstream {
+        return federated::password_sign_in_disabled(upstream);
+    }
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let (pending, fields) = match pending_form(&server, headers, body).await {
@@ -712,7 +741,14 @@ async fn login(State(server): State<Arc<AuthServer>>, request: http::Request<Bod
             Err(e) => return pages::unavailable_page(&e),
         }
     }
-    consent_page(&server, &client, &pending, &signed, Some(&set_cookie))
+    consent_page(
+        &server,
+        &client,
+        &pending,
+        Some(&signed),
+        Some(&set_cookie),
+        None,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -734,6 +770,9 @@ async fn consent(State(server): State<Arc<AuthServer>>, request: http::Request<B
                 Ok(client) => client,
                 Err(page) => return page,
             };
+            if server.upstream.is_some() {
+                return federated::anonymous_consent_page(&server, &client, &pending).await;
+            }
             return login_page(
                 StatusCode::OK,
                 &client,
@@ -783,7 +822,7 @@ async fn consent(State(server): State<Arc<AuthServer>>, request: http::Request<B
 }
 
 /// A second submission of the same authorization request.
-fn already_used() -> Response {
+pub(super) fn already_used() -> Response {
     bad_request_page("This sign-in request was already used. Start again from your application.")
 }
 

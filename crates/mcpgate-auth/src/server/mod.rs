@@ -2,7 +2,8 @@
 //! pages), token, registration, client ID metadata documents, revocation, introspection, JWKS.
 //!
 //! Modules, one endpoint each: [`metadata`], [`authorize`], [`pages`], [`token`], [`register`],
-//! [`cimd`], [`revoke`], [`introspect`]; shared pieces: [`error`], [`client_auth`], [`users`],
+//! [`cimd`], [`revoke`], [`introspect`], [`federated`] (proxy mode's upstream sign-in); shared
+//! pieces: [`error`], [`client_auth`], [`users`],
 //! [`secrets`].
 
 pub mod authorize;
@@ -10,6 +11,7 @@ pub mod cimd;
 pub mod client_auth;
 pub mod clients;
 pub mod error;
+pub mod federated;
 pub mod introspect;
 pub mod metadata;
 pub mod pages;
@@ -27,6 +29,7 @@ use axum::Router;
 use crate::ScopeSet;
 use crate::keys::KeyManager;
 use crate::store::Store;
+use crate::upstream::Federation;
 
 /// What the authorization server is configured to do.
 #[derive(Debug, Clone)]
@@ -92,6 +95,8 @@ pub struct AuthServer {
     pub keys: Arc<KeyManager>,
     /// For fetching client ID metadata documents.
     pub http: reqwest::Client,
+    /// Proxy mode: users sign in at this upstream IdP instead of with a local password.
+    pub upstream: Option<Arc<Federation>>,
 }
 
 impl AuthServer {
@@ -101,11 +106,23 @@ impl AuthServer {
         keys: Arc<KeyManager>,
         http: reqwest::Client,
     ) -> Arc<Self> {
+        Self::with_upstream(config, store, keys, http, None)
+    }
+
+    /// A server whose users sign in at `upstream` (proxy mode) when it is set.
+    pub fn with_upstream(
+        config: AuthServerConfig,
+        store: Arc<dyn Store>,
+        keys: Arc<KeyManager>,
+        http: reqwest::Client,
+        upstream: Option<Arc<Federation>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             store,
             keys,
             http,
+            upstream,
         })
     }
 
@@ -118,6 +135,7 @@ impl AuthServer {
             .merge(register::router())
             .merge(revoke::router())
             .merge(introspect::router())
+            .merge(federated::router())
             .with_state(self.clone())
     }
 }

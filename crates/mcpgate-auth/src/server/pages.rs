@@ -73,7 +73,12 @@ pub struct ConsentPage<'a> {
     pub loopback: bool,
     pub resource: &'a str,
     pub scopes: Vec<ScopeView>,
-    pub username: &'a str,
+    /// `None` in proxy mode before the user signed in upstream.
+    pub username: Option<&'a str>,
+    /// Where the form posts.
+    pub action: &'a str,
+    /// Proxy mode: the IdP the user signs in at next.
+    pub upstream: Option<&'a str>,
     pub pending: &'a str,
     pub csrf: &'a str,
 }
@@ -188,7 +193,7 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
         "Go back to the application and start the sign-in again. If this keeps happening, \
          contact the person who runs this server."
     };
-    render(
+    let mut response = render(
         status,
         &ErrorPage {
             title,
@@ -196,7 +201,14 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
             hint,
         },
         &[],
-    )
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 says when to come back.
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
 }
 
 /// The store failed while serving a page: 503, retry later.
@@ -303,7 +315,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
     format!("{name}={value}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax")
 }
 
@@ -390,7 +402,10 @@ const CONSENTS_CSRF_PURPOSE: &str = "consents";
 async fn consents(State(server): State<Arc<AuthServer>>, headers: HeaderMap) -> Response {
     match signed_in(&server, &headers).await {
         Ok(Some(signed)) => consents_page(&server, &signed, None).await,
-        Ok(None) => standalone_login(StatusCode::OK, "", None),
+        Ok(None) => match &server.upstream {
+            Some(upstream) => super::federated::password_sign_in_disabled(upstream),
+            None => standalone_login(StatusCode::OK, "", None),
+        },
         Err(e) => unavailable_page(&e),
     }
 }
@@ -458,6 +473,9 @@ async fn consents_login(
     State(server): State<Arc<AuthServer>>,
     request: http::Request<axum::body::Body>,
 ) -> Response {
+    if let Some(upstream) = &server.upstream {
+        return super::federated::password_sign_in_disabled(upstream);
+    }
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
         return bad_csrf();
@@ -502,7 +520,7 @@ async fn consents_login(
 /// The one answer to an unknown user and to a wrong password.
 pub const INVALID_CREDENTIALS: &str = "Invalid username or password.";
 
-fn expire_cookie(name: &str) -> String {
+pub(crate) fn expire_cookie(name: &str) -> String {
     format!("{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax")
 }
 

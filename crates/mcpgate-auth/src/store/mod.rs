@@ -76,6 +76,23 @@ pub struct PendingAuthorization {
     pub expires_at: Timestamp,
 }
 
+/// Proxy mode: a sign-in at the upstream IdP in flight, created once the user approved the MCP
+/// client and taken (single use) by the callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamLogin {
+    /// SHA-256 hex of the `state` sent upstream.
+    pub state_hash: String,
+    /// SHA-256 hex of the cookie binding the sign-in to the browser that started it.
+    pub browser_hash: String,
+    /// The OpenID Connect `nonce` the ID token must carry.
+    pub nonce: String,
+    /// The PKCE verifier of the upstream leg.
+    pub code_verifier: String,
+    /// The MCP client's authorization request this sign-in completes.
+    pub pending: PendingAuthorization,
+    pub expires_at: Timestamp,
+}
+
 /// A signed-in browser (the login cookie's server side).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BrowserSession {
@@ -258,8 +275,64 @@ pub trait Store: Send + Sync + 'static {
     async fn keys(&self) -> StoreResult<Vec<SigningKey>>;
     async fn set_key_retirement(&self, kid: &str, retire_at: Timestamp) -> StoreResult<bool>;
 
-    /// Deletes expired codes, pending authorizations, sessions, refresh tokens, revoked jtis and
-    /// retired keys. Never clients, users or consents.
+    // Proxy mode
+    async fn put_upstream_login(&self, login: &UpstreamLogin) -> StoreResult<()>;
+    /// Deletes and returns the sign-in with this state hash if it has not expired; `None` if it
+    /// is unknown, expired or already taken (by this or another instance).
+    async fn take_upstream_login(
+        &self,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<UpstreamLogin>>;
+    /// Stores (replacing) a user's sealed upstream tokens.
+    async fn put_upstream_tokens(
+        &self,
+        user_id: &str,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    async fn upstream_tokens(&self, user_id: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Deletes expired codes, pending authorizations, upstream sign-ins, sessions, refresh
+    /// tokens, revoked jtis and retired keys. Never clients, users or consents.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64>;
     async fn ping(&self) -> StoreResult<()>;
+
+    // MCP sessions (Streamable HTTP `Mcp-Session-Id`), continued by any instance sharing the
+    // store. [`Store::purge_expired`] deletes the expired ones too.
+    /// Records a session, or updates the state and expiry of the one recorded under this id for
+    /// the same principal; `Conflict` if the id is bound to another principal (a binding never
+    /// changes).
+    async fn save_mcp_session(&self, session: &McpSession) -> StoreResult<()>;
+    /// The session with this id hash, if it exists and has not expired at `now`.
+    async fn mcp_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<McpSession>>;
+    /// Records a use at `now` and moves the expiry to `expires_at`; `false` if the session is
+    /// gone or expired.
+    async fn touch_mcp_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Ends a session for every instance; `false` if it was already gone.
+    async fn delete_mcp_session(&self, id_hash: &str) -> StoreResult<bool>;
+}
+
+/// A stateful MCP session as the instances of one deployment share it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpSession {
+    /// SHA-256 hex of the `Mcp-Session-Id` (a bearer-like value, never stored in clear).
+    pub id_hash: String,
+    /// What the MCP SDK needs to revive the session elsewhere (rmcp's `SessionState`: the
+    /// client's `initialize` parameters), as JSON.
+    pub state: serde_json::Value,
+    /// The principal that opened the session: only it may use the session.
+    pub issuer: String,
+    pub subject: String,
+    pub client_id: Option<String>,
+    /// The grant (token family) the session was opened under, if any.
+    pub grant_id: Option<String>,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
 }

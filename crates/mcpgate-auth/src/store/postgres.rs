@@ -24,7 +24,7 @@ use sqlx::{Decode, PgExecutor, Postgres, Row, Transaction, Type};
 use super::{
     AuthorizationCode, BrowserSession, Client, ClientSource, CodeRedemption, PendingAuthorization,
     RefreshRedemption, RefreshToken, Revocations, SigningKey, Store, StoreError, StoreResult,
-    Timestamp, TokenFamily, User,
+    Timestamp, TokenFamily, UpstreamLogin, User,
 };
 use crate::ScopeSet;
 
@@ -220,6 +220,19 @@ fn source_from(value: &str) -> StoreResult<ClientSource> {
 
 const PENDING_COLUMNS: &str = "id, client_id, redirect_uri, state, code_challenge, resource, \
                                scope, prompt, csrf_token, expires_at";
+
+fn upstream_login_from(state_hash: &str, row: &PgRow) -> StoreResult<UpstreamLogin> {
+    let pending: serde_json::Value = row.try_get("pending").map_err(store_err)?;
+    Ok(UpstreamLogin {
+        state_hash: state_hash.to_owned(),
+        browser_hash: row.try_get("browser_hash").map_err(store_err)?,
+        nonce: row.try_get("nonce").map_err(store_err)?,
+        code_verifier: row.try_get("code_verifier").map_err(store_err)?,
+        pending: serde_json::from_value(pending)
+            .map_err(|e| StoreError::Corrupt(format!("upstream sign-in: {e}")))?,
+        expires_at: row.try_get("expires_at").map_err(store_err)?,
+    })
+}
 
 fn pending_from(row: &PgRow) -> StoreResult<PendingAuthorization> {
     let prompt: String = col(row, "prompt")?;
@@ -1096,6 +1109,72 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn put_upstream_login(&self, login: &UpstreamLogin) -> StoreResult<()> {
+        let pending = serde_json::to_value(&login.pending)
+            .map_err(|e| StoreError::Corrupt(format!("pending authorization: {e}")))?;
+        sqlx::query(
+            "INSERT INTO upstream_logins (state_hash, browser_hash, nonce, code_verifier, \
+             pending, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&login.state_hash)
+        .bind(&login.browser_hash)
+        .bind(&login.nonce)
+        .bind(&login.code_verifier)
+        .bind(pending)
+        .bind(login.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_or(|| "upstream sign-in".to_owned()))?;
+        Ok(())
+    }
+
+    async fn take_upstream_login(
+        &self,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<UpstreamLogin>> {
+        // One statement: of two instances taking the same state, exactly one gets the row.
+        let row = sqlx::query(
+            "DELETE FROM upstream_logins WHERE state_hash = $1 \
+             RETURNING browser_hash, nonce, code_verifier, pending, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let login = upstream_login_from(state_hash, &row)?;
+        Ok((login.expires_at > now).then_some(login))
+    }
+
+    async fn put_upstream_tokens(
+        &self,
+        user_id: &str,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO upstream_tokens (user_id, sealed, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET sealed = EXCLUDED.sealed, \
+             updated_at = EXCLUDED.updated_at",
+        )
+        .bind(user_id)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn upstream_tokens(&self, user_id: &str) -> StoreResult<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT sealed FROM upstream_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
         // One statement per table, each committed on its own: every one leaves a consistent
         // store, and holding the refresh tokens' locks while taking the families' (to delete
@@ -1110,6 +1189,7 @@ impl Store for PostgresStore {
         let mut purged = purge_statement(pool, codes, now, Some(USED_CODE_RETENTION_SECS)).await?;
         for (table, key, filter) in [
             ("pending_authorizations", "id", "expires_at <= $1"),
+            ("upstream_logins", "state_hash", "expires_at <= $1"),
             ("browser_sessions", "id_hash", "expires_at <= $1"),
             ("refresh_tokens", "token_hash", "expires_at <= $1"),
             ("revoked_jtis", "jti", "expires_at <= $1"),
@@ -1132,6 +1212,8 @@ impl Store for PostgresStore {
              <= $1 - $2",
         );
         purged += purge_statement(pool, families, now, Some(self.family_retention_secs)).await?;
+        let mcp_sessions = ordered_delete("mcp_sessions", "id_hash", "expires_at <= $1");
+        purged += purge_statement(pool, mcp_sessions, now, None).await?;
         Ok(purged)
     }
 
@@ -1142,4 +1224,101 @@ impl Store for PostgresStore {
             .map_err(store_err)?;
         Ok(())
     }
+
+    async fn save_mcp_session(&self, session: &super::McpSession) -> StoreResult<()> {
+        // The binding never changes: an id already bound to another principal is a conflict.
+        let done = sqlx::query(
+            "INSERT INTO mcp_sessions (id_hash, state, issuer, subject, client_id, grant_id, \
+             created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id_hash) DO UPDATE SET state = excluded.state, \
+             last_seen_at = excluded.last_seen_at, expires_at = excluded.expires_at \
+             WHERE mcp_sessions.issuer = excluded.issuer \
+             AND mcp_sessions.subject = excluded.subject \
+             AND mcp_sessions.client_id IS NOT DISTINCT FROM excluded.client_id",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.state)
+        .bind(&session.issuer)
+        .bind(&session.subject)
+        .bind(&session.client_id)
+        .bind(&session.grant_id)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                "MCP session bound to another principal".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn mcp_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<super::McpSession>> {
+        let sql = format!(
+            "SELECT {MCP_SESSION_COLUMNS} FROM mcp_sessions WHERE id_hash = $1 AND expires_at > $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .as_ref()
+            .map(mcp_session_from)
+            .transpose()
+    }
+
+    async fn touch_mcp_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE mcp_sessions SET last_seen_at = $1, expires_at = GREATEST(expires_at, $2) \
+             WHERE id_hash = $3 AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(expires_at)
+        .bind(id_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_mcp_session(&self, id_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM mcp_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+// MCP sessions.
+
+const MCP_SESSION_COLUMNS: &str = "id_hash, state, issuer, subject, client_id, grant_id, \
+                                   created_at, last_seen_at, expires_at";
+
+fn mcp_session_from(row: &PgRow) -> StoreResult<super::McpSession> {
+    Ok(super::McpSession {
+        id_hash: col(row, "id_hash")?,
+        state: col(row, "state")?,
+        issuer: col(row, "issuer")?,
+        subject: col(row, "subject")?,
+        client_id: col(row, "client_id")?,
+        grant_id: col(row, "grant_id")?,
+        created_at: col(row, "created_at")?,
+        last_seen_at: col(row, "last_seen_at")?,
+        expires_at: col(row, "expires_at")?,
+    })
 }

@@ -20,7 +20,7 @@ use sqlx::{Row, Sqlite, SqliteExecutor, Transaction};
 use super::{
     AuthorizationCode, BrowserSession, Client, ClientSource, CodeRedemption, PendingAuthorization,
     RefreshRedemption, RefreshToken, Revocations, SigningKey, Store, StoreError, StoreResult,
-    Timestamp, TokenFamily, User,
+    Timestamp, TokenFamily, UpstreamLogin, User,
 };
 use crate::ScopeSet;
 
@@ -241,6 +241,19 @@ fn pending_from(row: &SqliteRow) -> StoreResult<PendingAuthorization> {
             .map(str::to_owned)
             .collect(),
         csrf_token: row.try_get("csrf_token").map_err(store_err)?,
+        expires_at: row.try_get("expires_at").map_err(store_err)?,
+    })
+}
+
+fn upstream_login_from(state_hash: &str, row: &SqliteRow) -> StoreResult<UpstreamLogin> {
+    let pending: String = row.try_get("pending").map_err(store_err)?;
+    Ok(UpstreamLogin {
+        state_hash: state_hash.to_owned(),
+        browser_hash: row.try_get("browser_hash").map_err(store_err)?,
+        nonce: row.try_get("nonce").map_err(store_err)?,
+        code_verifier: row.try_get("code_verifier").map_err(store_err)?,
+        pending: serde_json::from_str(&pending)
+            .map_err(|e| StoreError::Corrupt(format!("upstream sign-in: {e}")))?,
         expires_at: row.try_get("expires_at").map_err(store_err)?,
     })
 }
@@ -622,6 +635,7 @@ async fn purge_expired_in(
     .rows_affected();
     for sql in [
         "DELETE FROM pending_authorizations WHERE expires_at <= ?",
+        "DELETE FROM upstream_logins WHERE expires_at <= ?",
         "DELETE FROM browser_sessions WHERE expires_at <= ?",
         "DELETE FROM refresh_tokens WHERE expires_at <= ?",
         "DELETE FROM revoked_jtis WHERE expires_at <= ?",
@@ -647,6 +661,7 @@ async fn purge_expired_in(
     .await
     .map_err(store_err)?
     .rows_affected();
+    purged += purge_mcp_sessions_in(&mut *conn, now).await?;
     Ok(purged)
 }
 
@@ -1082,6 +1097,71 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn put_upstream_login(&self, login: &UpstreamLogin) -> StoreResult<()> {
+        let pending = serde_json::to_string(&login.pending)
+            .map_err(|e| StoreError::Corrupt(format!("pending authorization: {e}")))?;
+        sqlx::query(
+            "INSERT INTO upstream_logins (state_hash, browser_hash, nonce, code_verifier, \
+             pending, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&login.state_hash)
+        .bind(&login.browser_hash)
+        .bind(&login.nonce)
+        .bind(&login.code_verifier)
+        .bind(pending)
+        .bind(login.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_or(|| "upstream sign-in".to_owned()))?;
+        Ok(())
+    }
+
+    async fn take_upstream_login(
+        &self,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<UpstreamLogin>> {
+        let row = sqlx::query(
+            "DELETE FROM upstream_logins WHERE state_hash = ? \
+             RETURNING browser_hash, nonce, code_verifier, pending, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let login = upstream_login_from(state_hash, &row)?;
+        Ok((login.expires_at > now).then_some(login))
+    }
+
+    async fn put_upstream_tokens(
+        &self,
+        user_id: &str,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO upstream_tokens (user_id, sealed, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn upstream_tokens(&self, user_id: &str) -> StoreResult<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT sealed FROM upstream_tokens WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let purged = purge_expired_in(&mut tx, now, self.family_retention_secs).await?;
@@ -1096,4 +1176,111 @@ impl Store for SqliteStore {
             .map_err(store_err)?;
         Ok(())
     }
+
+    async fn save_mcp_session(&self, session: &super::McpSession) -> StoreResult<()> {
+        // The binding never changes: an id already bound to another principal is a conflict.
+        let done = sqlx::query(
+            "INSERT INTO mcp_sessions (id_hash, state, issuer, subject, client_id, grant_id, \
+             created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id_hash) DO UPDATE SET state = excluded.state, \
+             last_seen_at = excluded.last_seen_at, expires_at = excluded.expires_at \
+             WHERE mcp_sessions.issuer = excluded.issuer \
+             AND mcp_sessions.subject = excluded.subject \
+             AND mcp_sessions.client_id IS excluded.client_id",
+        )
+        .bind(&session.id_hash)
+        .bind(session.state.to_string())
+        .bind(&session.issuer)
+        .bind(&session.subject)
+        .bind(&session.client_id)
+        .bind(&session.grant_id)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                "MCP session bound to another principal".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn mcp_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<super::McpSession>> {
+        let sql = format!(
+            "SELECT {MCP_SESSION_COLUMNS} FROM mcp_sessions WHERE id_hash = ? AND expires_at > ?"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?
+            .as_ref()
+            .map(mcp_session_from)
+            .transpose()
+    }
+
+    async fn touch_mcp_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE mcp_sessions SET last_seen_at = ?1, expires_at = MAX(expires_at, ?2) \
+             WHERE id_hash = ?3 AND expires_at > ?1",
+        )
+        .bind(now)
+        .bind(expires_at)
+        .bind(id_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_mcp_session(&self, id_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM mcp_sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+// MCP sessions.
+
+const MCP_SESSION_COLUMNS: &str = "id_hash, state, issuer, subject, client_id, grant_id, \
+                                   created_at, last_seen_at, expires_at";
+
+fn mcp_session_from(row: &SqliteRow) -> StoreResult<super::McpSession> {
+    let state: String = row.try_get("state").map_err(store_err)?;
+    Ok(super::McpSession {
+        id_hash: row.try_get("id_hash").map_err(store_err)?,
+        state: serde_json::from_str(&state).map_err(|e| corrupt("MCP session state", e))?,
+        issuer: row.try_get("issuer").map_err(store_err)?,
+        subject: row.try_get("subject").map_err(store_err)?,
+        client_id: row.try_get("client_id").map_err(store_err)?,
+        grant_id: row.try_get("grant_id").map_err(store_err)?,
+        created_at: row.try_get("created_at").map_err(store_err)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(store_err)?,
+        expires_at: row.try_get("expires_at").map_err(store_err)?,
+    })
+}
+
+async fn purge_mcp_sessions_in(conn: &mut SqliteConnection, now: Timestamp) -> StoreResult<u64> {
+    Ok(sqlx::query("DELETE FROM mcp_sessions WHERE expires_at <= ?")
+        .bind(now)
+        .execute(conn)
+        .await
+        .map_err(store_err)?
+        .rows_affected())
 }

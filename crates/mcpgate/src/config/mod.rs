@@ -6,6 +6,7 @@
 mod args;
 mod file;
 pub mod oauth;
+pub mod proxy;
 mod render;
 
 use std::net::IpAddr;

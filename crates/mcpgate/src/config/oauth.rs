@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 
+use super::proxy::{ProxyConfig, UpstreamArgs, UpstreamFile};
 use super::{ConfigError, Secret};
 
 #[derive(
@@ -88,6 +89,9 @@ pub struct OAuthArgs {
     /// Built-in mode: where clients, users, grants and keys live (`sqlite://FILE`).
     #[arg(long, env = "MCP_OAUTH_STORE", hide_env_values = true)]
     pub oauth_store: Option<String>,
+    /// Refuse to start unless the store is shared by every instance (PostgreSQL).
+    #[arg(long, env = "MCP_OAUTH_REQUIRE_SHARED_STORE", value_parser = BoolishValueParser::new())]
+    pub oauth_require_shared_store: Option<bool>,
     #[arg(long, env = "MCP_OAUTH_ACCESS_TOKEN_TTL_SECS")]
     pub oauth_access_token_ttl_secs: Option<u64>,
     #[arg(long, env = "MCP_OAUTH_REFRESH_TOKEN_TTL_SECS")]
@@ -121,6 +125,8 @@ pub struct OAuthArgs {
         value_delimiter = ','
     )]
     pub oauth_client_metadata_deny_hosts: Option<Vec<String>>,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -149,6 +155,7 @@ pub struct OAuthFile {
     pub resource_documentation: Option<String>,
     pub exposed_claims: Option<Vec<String>>,
     pub store: Option<String>,
+    pub require_shared_store: Option<bool>,
     pub access_token_ttl_secs: Option<u64>,
     pub refresh_token_ttl_secs: Option<u64>,
     pub code_ttl_secs: Option<u64>,
@@ -162,6 +169,8 @@ pub struct OAuthFile {
     /// Clients registered from the config file (headless automation, hosted clients).
     #[serde(default)]
     pub clients: Vec<FileClient>,
+    /// Proxy mode's upstream IdP.
+    pub upstream: Option<UpstreamFile>,
 }
 
 /// `[[oauth.clients]]`: a pre-registered client.
@@ -193,6 +202,8 @@ pub struct BuiltinConfig {
     pub client_metadata_allow_hosts: Vec<String>,
     pub client_metadata_deny_hosts: Vec<String>,
     pub clients: Vec<FileClient>,
+    /// Proxy mode: users sign in at this upstream IdP.
+    pub proxy: Option<ProxyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +238,8 @@ pub struct OAuthConfig {
     pub exposed_claims: Vec<String>,
     /// Present in built-in mode.
     pub builtin: Option<BuiltinConfig>,
+    /// Several instances serve this deployment: the store must be PostgreSQL.
+    pub require_shared_store: bool,
 }
 
 impl OAuthConfig {
@@ -264,21 +277,16 @@ pub fn resolve(
         OAuthMode::Builtin
     };
     let mode = args.oauth_mode.or(file.mode).unwrap_or(default_mode);
-    if mode == OAuthMode::Builtin && configured_issuer.is_some() {
+    // Built-in and proxy modes: mcpgate is the authorization server its clients see.
+    let is_authorization_server = mode != OAuthMode::External;
+    if is_authorization_server && configured_issuer.is_some() {
         err(
             errors,
             "issuer",
-            "the built-in authorization server's issuer is its public URL: remove MCP_OAUTH_ISSUER, or set MCP_OAUTH_MODE=external to accept an external IdP's tokens".into(),
+            "the built-in authorization server's issuer is its public URL: remove MCP_OAUTH_ISSUER (proxy mode: the IdP's issuer is MCP_OAUTH_UPSTREAM_ISSUER), or set MCP_OAUTH_MODE=external to accept an external IdP's tokens".into(),
         );
     }
-    let builtin = (mode == OAuthMode::Builtin).then(|| resolve_builtin(args, &file, errors));
-    if mode == OAuthMode::Proxy {
-        err(
-            errors,
-            "mode",
-            "proxy mode is not available in this version; use builtin or external".into(),
-        );
-    }
+    let mut builtin = is_authorization_server.then(|| resolve_builtin(args, &file, errors));
     let allow_insecure_http = args
         .oauth_allow_insecure_http
         .or(file.allow_insecure_http)
@@ -288,15 +296,16 @@ pub fn resolve(
         .clone()
         .or(file.public_url)
         .or_else(|| local_public_url(listen));
-    let issuer = match mode {
+    let issuer = if is_authorization_server {
         // The built-in server is its own issuer: its public URL, exactly.
-        OAuthMode::Builtin => public_url
+        public_url
             .as_ref()
-            .map(|u| u.trim_end_matches('/').to_owned()),
-        _ => args.oauth_issuer.clone().or(file.issuer),
+            .map(|u| u.trim_end_matches('/').to_owned())
+    } else {
+        args.oauth_issuer.clone().or(file.issuer.clone())
     };
     let (Some(issuer), Some(public_url)) = (issuer, public_url) else {
-        let needs = if mode == OAuthMode::Builtin {
+        let needs = if is_authorization_server {
             "the built-in authorization server needs MCP_OAUTH_PUBLIC_URL (the URL clients use to reach this server)"
         } else {
             "external mode needs both MCP_OAUTH_ISSUER and MCP_OAUTH_PUBLIC_URL"
@@ -304,7 +313,7 @@ pub fn resolve(
         err(errors, "public_url", needs.into());
         return None;
     };
-    let urls: &[(&str, &String)] = if mode == OAuthMode::Builtin {
+    let urls: &[(&str, &String)] = if is_authorization_server {
         &[("public_url", &public_url)]
     } else {
         &[("issuer", &issuer), ("public_url", &public_url)]
@@ -369,6 +378,40 @@ pub fn resolve(
     let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
         Duration::from_secs(flag.or(file).unwrap_or(default))
     };
+    let leeway = secs(args.oauth_leeway_secs, file.leeway_secs, 60);
+    if mode == OAuthMode::Proxy
+        && let Some(builtin) = builtin.as_mut()
+    {
+        builtin.proxy = super::proxy::resolve(
+            &args.upstream,
+            file.upstream.clone(),
+            &public_url,
+            leeway,
+            allow_insecure_http,
+            errors,
+        );
+    } else if file.upstream.is_some() || args.upstream.oauth_upstream_provider.is_some() {
+        err(
+            errors,
+            "upstream",
+            "an upstream IdP is used in proxy mode only: set MCP_OAUTH_MODE=proxy".into(),
+        );
+    }
+    let require_shared_store = args
+        .oauth_require_shared_store
+        .or(file.require_shared_store)
+        .unwrap_or(false);
+    if require_shared_store
+        && !builtin
+            .as_ref()
+            .is_some_and(|b| crate::session_store::is_shared_store_url(b.store.expose()))
+    {
+        err(
+            errors,
+            "require_shared_store",
+            "several instances need one shared store: set MCP_OAUTH_STORE=postgres://… (SQLite, and external mode, keep sessions in each process)".into(),
+        );
+    }
     Some(OAuthConfig {
         mode,
         issuer,
@@ -382,7 +425,7 @@ pub fn resolve(
         introspection,
         required_scopes,
         scopes_supported,
-        leeway: secs(args.oauth_leeway_secs, file.leeway_secs, 60),
+        leeway,
         allow_plain_jwt: args
             .oauth_allow_plain_jwt
             .or(file.allow_plain_jwt)
@@ -426,6 +469,7 @@ pub fn resolve(
                 .to_vec()
         }),
         builtin,
+        require_shared_store,
     })
 }
 
@@ -522,11 +566,12 @@ fn resolve_builtin(
             .or(file.client_metadata_deny_hosts.clone())
             .unwrap_or_default(),
         clients: file.clients.clone(),
+        proxy: None,
     }
 }
 
 /// OAuth over plain HTTP is for loopback development only, unless explicitly allowed.
-fn check_secure_url(value: &str, allow_insecure_http: bool) -> Result<(), String> {
+pub(super) fn check_secure_url(value: &str, allow_insecure_http: bool) -> Result<(), String> {
     let url = url::Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(()),

@@ -156,6 +156,10 @@ fn oauth_table(oauth: &super::OAuthConfig) -> Table {
         t.insert("resource_documentation".into(), doc.clone().into());
     }
     t.insert("exposed_claims".into(), strings(&oauth.exposed_claims));
+    t.insert(
+        "require_shared_store".into(),
+        oauth.require_shared_store.into(),
+    );
     if let Some(b) = &oauth.builtin {
         // The store URL may carry a database password.
         t.insert("store".into(), redact_userinfo(b.store.expose()).into());
@@ -206,7 +210,42 @@ fn oauth_table(oauth: &super::OAuthConfig) -> Table {
             })
             .collect();
         t.insert("clients".into(), Value::Array(clients));
+        if let Some(proxy) = &b.proxy {
+            t.insert("upstream".into(), Value::Table(upstream_table(proxy)));
+        }
     }
+    t
+}
+
+fn upstream_table(proxy: &super::proxy::ProxyConfig) -> Table {
+    let s = &proxy.settings;
+    let pairs = |params: &[(String, String)]| {
+        let mut t = Table::new();
+        for (k, v) in params {
+            t.insert(k.clone(), v.clone().into());
+        }
+        Value::Table(t)
+    };
+    let mut t = Table::new();
+    t.insert("provider".into(), s.provider.name().into());
+    t.insert("issuer".into(), s.issuer.clone().into());
+    t.insert("client_id".into(), s.client_id.clone().into());
+    t.insert("client_secret".into(), REDACTED.into());
+    t.insert("scopes".into(), strings(&s.scopes));
+    t.insert("authorize_params".into(), pairs(&s.authorize_params));
+    t.insert("token_params".into(), pairs(&s.token_params));
+    t.insert("callback_url".into(), s.callback_url.clone().into());
+    t.insert("allowed_domains".into(), strings(&s.access.allowed_domains));
+    t.insert("allowed_users".into(), strings(&s.access.allowed_users));
+    t.insert("required_groups".into(), strings(&s.access.required_groups));
+    t.insert("groups_claims".into(), strings(&s.group_claims));
+    if proxy.token_key.is_some() {
+        t.insert("token_key".into(), REDACTED.into());
+    }
+    t.insert(
+        "pass_token_to_gateway".into(),
+        proxy.pass_token_to_gateway.into(),
+    );
     t
 }
 

@@ -143,7 +143,7 @@ fn oauth_settings_render_without_the_client_secret() {
 }
 
 #[test]
-fn oauth_refuses_plain_http_off_loopback_and_unfinished_modes() {
+fn proxy_mode_needs_its_upstream_and_no_issuer_of_its_own() {
     let file = FileConfig::parse(
         "[oauth]\nenabled = true\nmode = \"proxy\"\nissuer = \"http://as.example\"\npublic_url = \"https://mcp.example\"\n",
     )
@@ -151,7 +151,7 @@ fn oauth_refuses_plain_http_off_loopback_and_unfinished_modes() {
     let errors = Config::resolve(&ConfigArgs::default(), file).unwrap_err();
     let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
     assert!(keys.contains(&"oauth.issuer"), "{keys:?}");
-    assert!(keys.contains(&"oauth.mode"), "{keys:?}");
+    assert!(keys.contains(&"oauth.upstream.provider"), "{keys:?}");
 }
 
 #[test]
@@ -200,4 +200,74 @@ fn builtin_mode_refuses_long_grace_and_needs_a_public_url_off_loopback() {
     let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
     assert!(keys.contains(&"oauth.refresh_grace_secs"), "{keys:?}");
     assert!(keys.contains(&"oauth.public_url"), "{keys:?}");
+}
+
+#[test]
+fn require_shared_store_accepts_only_postgres() {
+    let resolve = |oauth: &str| {
+        let file = FileConfig::parse(&format!(
+            "port = 9000\n[oauth]\nenabled = true\nrequire_shared_store = true\n{oauth}"
+        ))
+        .unwrap();
+        Config::resolve(&ConfigArgs::default(), file)
+    };
+    let config = resolve("store = \"postgres://app@db.internal/mcpgate\"\n").unwrap();
+    assert!(config.oauth.as_ref().unwrap().require_shared_store);
+    assert!(
+        config
+            .render_redacted()
+            .contains("require_shared_store = true")
+    );
+    for refused in [
+        "",
+        "store = \"sqlite://oauth.db\"\n",
+        "issuer = \"https://as.example\"\npublic_url = \"https://mcp.example\"\n",
+    ] {
+        let errors = resolve(refused).unwrap_err();
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["oauth.require_shared_store"], "{refused}");
+    }
+    let flag = args(&["--oauth-require-shared-store", "true"]);
+    let file = FileConfig::parse("port = 9000\n[oauth]\nenabled = true\n").unwrap();
+    assert!(Config::resolve(&flag, file).is_err());
+}
+
+#[test]
+fn proxy_mode_resolves_an_authorization_server_with_an_upstream() {
+    let file = FileConfig::parse(
+        "[oauth]\nenabled = true\nmode = \"proxy\"\npublic_url = \"https://mcp.example\"\n\
+         [oauth.upstream]\nprovider = \"keycloak\"\nissuer = \"https://kc.example/realms/acme\"\n\
+         client_id = \"mcpgate\"\nclient_secret = \"kc-secret\"\nallowed_domains = [\"acme.example\"]\n",
+    )
+    .unwrap();
+    let config = Config::resolve(&ConfigArgs::default(), file).unwrap();
+    let oauth = config.oauth.as_ref().unwrap();
+    assert_eq!(oauth.mode, OAuthMode::Proxy);
+    assert_eq!(oauth.issuer, "https://mcp.example");
+    let proxy = oauth.builtin.as_ref().unwrap().proxy.as_ref().unwrap();
+    assert_eq!(proxy.settings.issuer, "https://kc.example/realms/acme");
+    assert_eq!(
+        proxy.settings.group_claims,
+        ["groups", "realm_access.roles"]
+    );
+    assert_eq!(proxy.settings.access.allowed_domains, ["acme.example"]);
+    let rendered = config.render_redacted();
+    assert!(!rendered.contains("kc-secret"), "{rendered}");
+    assert!(
+        rendered.contains("https://kc.example/realms/acme"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn an_upstream_outside_proxy_mode_is_refused() {
+    let file = FileConfig::parse(
+        "[oauth]\nenabled = true\npublic_url = \"http://127.0.0.1:8080\"\n[oauth.upstream]\nprovider = \"google\"\n",
+    )
+    .unwrap();
+    let errors = Config::resolve(&ConfigArgs::default(), file).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.key == "oauth.upstream"),
+        "{errors:?}"
+    );
 }

@@ -15,10 +15,12 @@ use mcpgate_auth::server::{
 use mcpgate_auth::store::postgres::PostgresStore;
 use mcpgate_auth::store::sqlite::SqliteStore;
 use mcpgate_auth::store::{Client, ClientSource, Store, StoreError, User};
+use mcpgate_auth::upstream::Federation;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OAuthConfig;
 use crate::config::oauth::BuiltinConfig;
+use crate::config::proxy::ProxyConfig;
 use crate::policy;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,11 @@ pub async fn start(
         Duration::from_secs(2),
         shutdown.clone(),
     );
-    let first_admin_password = ensure_admin(store.as_ref()).await?;
+    // Proxy mode: users sign in upstream; a local admin password would be a back door.
+    let first_admin_password = match settings.proxy {
+        None => ensure_admin(store.as_ref()).await?,
+        Some(_) => None,
+    };
     register_config_clients(store.as_ref(), settings).await?;
     spawn_purger(store.clone(), shutdown);
 
@@ -124,7 +130,12 @@ pub async fn start(
         .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| BuiltinError::Setup(format!("cannot build an HTTP client: {e}")))?;
-    let server = AuthServer::new(config, store.clone(), keys.clone(), http);
+    let upstream = settings
+        .proxy
+        .as_ref()
+        .map(|proxy| federation(proxy, &http))
+        .transpose()?;
+    let server = AuthServer::with_upstream(config, store.clone(), keys.clone(), http, upstream);
     Ok(Builtin {
         server,
         store,
@@ -132,6 +143,41 @@ pub async fn start(
         revocations,
         first_admin_password,
     })
+}
+
+/// Proxy mode's upstream IdP. Its endpoints are discovered in the background now (and again on
+/// first use if that fails), so a misconfigured issuer shows in the log at start-up.
+fn federation(
+    proxy: &ProxyConfig,
+    http: &reqwest::Client,
+) -> Result<Arc<Federation>, BuiltinError> {
+    let settings = &proxy.settings;
+    if settings.access.is_open() {
+        tracing::warn!(
+            idp = settings.provider.name(),
+            "proxy mode without MCP_OAUTH_ALLOWED_DOMAINS, _ALLOWED_USERS or _REQUIRED_GROUPS: \
+             anyone with an account at the upstream IdP can sign in"
+        );
+    }
+    let federation = Federation::new(
+        settings.clone(),
+        http.clone(),
+        proxy.token_key_bytes().as_deref(),
+    )
+    .map(Arc::new)
+    .map_err(|e| BuiltinError::Setup(format!("proxy mode: {e}")))?;
+    let probe = federation.clone();
+    tokio::spawn(async move {
+        match probe.endpoints().await {
+            Ok(_) => {
+                tracing::info!(idp = probe.settings().provider.name(), issuer = %probe.settings().issuer, "upstream IdP discovered")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "upstream IdP discovery failed; retried at the next sign-in")
+            }
+        }
+    });
+    Ok(federation)
 }
 
 /// On first start (no user at all) creates `admin` with a random password, returned to print once.

@@ -41,6 +41,8 @@ use crate::ops::metrics as ops_metrics;
 use crate::ops::rate_limit::{self, RateLimits};
 use crate::policy::ScopePolicy;
 use crate::session::{self, SessionBindings};
+use crate::session_store::SharedSessions;
+use mcpgate_auth::store::Store;
 use crate::transport::{sse, streamable};
 use scope_gate::ScopeGate;
 
@@ -66,6 +68,9 @@ pub struct AuthWiring {
     pub server: Option<Arc<AuthServer>>,
     /// Revoked grants, whose sessions are closed.
     pub revocations: Option<Arc<RevocationList>>,
+    /// The store Streamable HTTP sessions are shared through, when several instances may serve
+    /// one deployment (the OAuth store on PostgreSQL); `None` keeps them in this process.
+    pub session_store: Option<Arc<dyn Store>>,
 }
 
 /// What the running app shares with the rest of the process.
@@ -84,6 +89,7 @@ pub fn build(
         authenticator: auth,
         server: auth_server,
         revocations,
+        session_store,
     } = wiring;
     let revoked: Option<GrantCheck> = revocations
         .map(|list| Arc::new(move |grant: &str| list.is_grant_revoked(grant)) as GrantCheck);
@@ -91,7 +97,11 @@ pub fn build(
     if let Some(limits) = &limits {
         limits.spawn_housekeeping(shutdown.clone());
     }
-    let sessions = Arc::new(SessionBindings::default());
+    let shared_sessions = session_store.map(|store| SharedSessions::new(store, config.session_idle_timeout));
+    let sessions = Arc::new(match &shared_sessions {
+        Some(shared) => SessionBindings::with_shared(shared.clone(), revoked.clone()),
+        None => SessionBindings::default(),
+    });
     let baseline = config
         .oauth
         .as_ref()
@@ -121,6 +131,7 @@ pub fn build(
         let (service, manager) = streamable::service(
             config,
             move || make(TransportKind::StreamableHttp),
+            shared_sessions,
             shutdown.clone(),
         );
         sessions.spawn_sweeper(manager.clone(), shutdown.clone());

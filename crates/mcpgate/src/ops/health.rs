@@ -42,6 +42,8 @@ pub async fn ready(State(state): State<HealthState>) -> Response {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
+            // Load balancers and clients retrying on their own get a hint when to come back.
+            [(http::header::RETRY_AFTER, "5")],
             Json(serde_json::json!({ "status": "not_ready", "reason": reason })),
         )
             .into_response(),

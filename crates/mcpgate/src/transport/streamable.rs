@@ -4,18 +4,22 @@
 use std::sync::Arc;
 
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::store::SessionStore;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::handler::McpHandler;
+use crate::session_store::SharedSessions;
 
 pub type McpService = StreamableHttpService<McpHandler, LocalSessionManager>;
 
 /// Builds the service and the session manager it uses (the session binder sweeps against it).
+/// With `shared`, sessions are persisted there and an instance revives a session it does not know.
 pub fn service(
     config: &Config,
     make_handler: impl Fn() -> McpHandler + Send + Sync + 'static,
+    shared: Option<Arc<SharedSessions>>,
     shutdown: CancellationToken,
 ) -> (McpService, Arc<LocalSessionManager>) {
     let mut sessions = SessionConfig::default();
@@ -25,11 +29,12 @@ pub fn service(
     let manager = Arc::new(manager);
     // Host and Origin are checked by our own guard in front of every route (and
     // before authentication), so rmcp's copy of that check is switched off.
-    let http_config = StreamableHttpServerConfig::default()
+    let mut http_config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .disable_allowed_origins()
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(config.max_body_bytes);
+    http_config.session_store = shared.map(|s| s as Arc<dyn SessionStore>);
     let service =
         StreamableHttpService::new(move || Ok(make_handler()), manager.clone(), http_config);
     (service, manager)
