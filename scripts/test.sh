@@ -39,6 +39,9 @@ tests/oauth/run.sh target/debug/mcpgate
 step "built-in authorization server with real OAuth clients"
 tests/as/run.sh target/debug/mcpgate
 
+step "proxy mode: users sign in at a real upstream IdP (oidc-provider)"
+tests/proxy/run.sh target/debug/mcpgate
+
 step "two instances on one PostgreSQL behaving as one server"
 tests/multi/run.sh target/debug/mcpgate
 

@@ -334,12 +334,12 @@ else
 fi
 [[ -f "$WORK/service.env" ]] && run_config_check "deploy/service.yaml env" "$WORK/service.env"
 
-# The guide's claim that proxy mode is refused.
-if (cd "$WORK" && env -i PATH="$PATH" MCP_OAUTH_ENABLED=true MCP_OAUTH_MODE=proxy MCP_OAUTH_ISSUER=https://as.example \
+# Proxy mode without its upstream IdP is refused with the setting to add, in one line.
+if (cd "$WORK" && env -i PATH="$PATH" MCP_OAUTH_ENABLED=true MCP_OAUTH_MODE=proxy \
       MCP_OAUTH_PUBLIC_URL=https://mcp.example.com "$MCPGATE" config check) >"$WORK/proxy.out" 2>&1; then
-  fail "proxy mode: config check accepted it, but deploy/README.md says it is refused"
-elif grep -q 'proxy mode is not available' "$WORK/proxy.out"; then
-  pass "proxy mode is refused, as deploy/README.md says"
+  fail "proxy mode: config check accepted it without an upstream IdP"
+elif grep -q 'oauth.upstream.provider' "$WORK/proxy.out"; then
+  pass "proxy mode without MCP_OAUTH_UPSTREAM_PROVIDER is refused, naming the setting"
 else
   fail "proxy mode: unexpected answer: $(head -c 300 "$WORK/proxy.out")"
 fi

@@ -16,6 +16,12 @@
 //                     with (DCR) as an allow-list. Off by default: MCP SDK clients register with the
 //                     narrow scope of the first challenge, and step-up then needs a wider one.
 //   LOG_REQUESTS=1    print `METHOD path status` per request on stdout (tests count /jwks fetches)
+//   PROXY_REDIRECTS   comma-separated redirect URIs of the confidential client `mcpgate-proxy`
+//                     (secret `mcpgate-proxy-secret`): mcpgate in proxy mode signs users in here
+//   TAMPER_HOOKS=1    enable `POST /__test/tamper` (form `mode=nonce|aud|iss|signature|expired`):
+//                     the next authorization_code token response carries an ID token altered that
+//                     way and re-signed with the IdP's own key (`signature`: a foreign key with the
+//                     same kid), so a relying party's ID-token checks can be tested one by one
 //
 // Clients: anyone may register (DCR at /reg). Static confidential clients (secret = `<id>-secret`):
 //   mcp-rs      introspection client for mcpgate (client_credentials only)
@@ -26,10 +32,13 @@
 //   web, web-opaque  authorization_code + refresh_token, redirect http://127.0.0.1:9/callback
 //               (web-opaque gets opaque access tokens: users' tokens for introspection)
 // Scopes: openid offline_access profile email mcp:tools:read mcp:tools:write mcp:admin.
+// Accounts: a login name with `@` is the email, otherwise `<name>@example.test`; emails are
+// verified unless the name starts with `unverified`; `groups` is ["mcp-users"] unless the name
+// starts with `nogroup` (claim `groups`, scope profile).
 // Login and consent are oidc-provider's devInteractions: POST /interaction/<uid> with
 // prompt=login&login=<user>&password=<any>, then prompt=consent. Any login name is an account.
 import fs from "node:fs";
-import { generateKeyPair, exportJWK } from "jose";
+import { generateKeyPair, exportJWK, importJWK, decodeJwt, decodeProtectedHeader, SignJWT } from "jose";
 import Provider from "oidc-provider";
 
 const PORT = Number(process.env.PORT);
@@ -83,14 +92,32 @@ const configuration = {
       redirect_uris: ["http://127.0.0.1:9/callback"],
       ...(id === "web-opaque" ? { at_format: "opaque" } : {}),
     })),
+    ...(process.env.PROXY_REDIRECTS
+      ? [
+          {
+            client_id: "mcpgate-proxy",
+            client_secret: "mcpgate-proxy-secret",
+            grant_types: ["authorization_code", "refresh_token"],
+            response_types: ["code"],
+            redirect_uris: process.env.PROXY_REDIRECTS.split(","),
+          },
+        ]
+      : []),
   ],
   scopes: ["openid", "offline_access", "profile", "email", ...RESOURCE_SCOPES.split(" ")],
-  claims: { openid: ["sub"], email: ["email", "email_verified"], profile: ["name", "preferred_username"] },
+  claims: { openid: ["sub"], email: ["email", "email_verified"], profile: ["name", "preferred_username", "groups"] },
   async findAccount(_ctx, id) {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, email: `${id}@example.test`, email_verified: true, name: id, preferred_username: id };
+        return {
+          sub: id,
+          email: id.includes("@") ? id : `${id}@example.test`,
+          email_verified: !id.startsWith("unverified"),
+          name: id,
+          preferred_username: id,
+          groups: id.startsWith("nogroup") ? [] : ["mcp-users"],
+        };
       },
     };
   },
@@ -142,6 +169,40 @@ const configuration = {
 };
 
 const provider = new Provider(ISSUER, configuration);
+if (process.env.TAMPER_HOOKS === "1") {
+  // One pending alteration of the next code exchange's ID token.
+  let tamper = null;
+  const signingKey = configuration.jwks.keys.find((k) => k.alg === "RS256");
+  provider.use(async (ctx, next) => {
+    if (ctx.method === "POST" && ctx.path === "/__test/tamper") {
+      const body = await new Promise((resolve) => {
+        let data = "";
+        ctx.req.on("data", (c) => (data += c));
+        ctx.req.on("end", () => resolve(data));
+      });
+      tamper = new URLSearchParams(body).get("mode");
+      ctx.body = { tamper };
+      return;
+    }
+    await next();
+    if (!tamper || ctx.path !== "/token" || !ctx.body?.id_token) return;
+    const mode = tamper;
+    tamper = null;
+    const claims = decodeJwt(ctx.body.id_token);
+    const { kid } = decodeProtectedHeader(ctx.body.id_token);
+    let key = await importJWK(signingKey, "RS256");
+    if (mode === "nonce") claims.nonce = "not-the-nonce-of-this-sign-in";
+    if (mode === "aud") claims.aud = "some-other-client";
+    if (mode === "iss") claims.iss = "http://127.0.0.1:1/evil";
+    if (mode === "expired") (claims.iat -= 7200), (claims.exp = claims.iat + 60);
+    if (mode === "signature") key = (await generateKeyPair("RS256")).privateKey;
+    ctx.body = {
+      ...ctx.body,
+      id_token: await new SignJWT(claims).setProtectedHeader({ alg: "RS256", kid, typ: "JWT" }).sign(key),
+    };
+    console.log(`tampered ID token: ${mode}`);
+  });
+}
 if (process.env.LOG_REQUESTS === "1") {
   provider.use(async (ctx, next) => {
     await next();
