@@ -1561,7 +1561,10 @@ fn mcp_session(id_hash: &str, client_id: Option<&str>) -> mcpgate_auth::store::M
 async fn check_mcp_sessions(store: &dyn Store, other: &dyn Store) {
     let s = mcp_session("mh1", Some("c1"));
     store.save_mcp_session(&s).await.unwrap();
-    assert_eq!(store.mcp_session("mh1", NOW).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.mcp_session("mh1", NOW).await.unwrap(),
+        Some(s.clone())
+    );
     assert_eq!(
         other.mcp_session("mh1", NOW).await.unwrap(),
         Some(s.clone()),
@@ -1584,7 +1587,10 @@ async fn check_mcp_sessions(store: &dyn Store, other: &dyn Store) {
     store.save_mcp_session(&again).await.unwrap();
     let stored = store.mcp_session("mh1", NOW).await.unwrap().unwrap();
     assert_eq!(stored.state, json!({ "v": 2 }));
-    assert_eq!((stored.last_seen_at, stored.expires_at), (NOW + 10, NOW + 900));
+    assert_eq!(
+        (stored.last_seen_at, stored.expires_at),
+        (NOW + 10, NOW + 900)
+    );
     assert_eq!(stored.created_at, NOW);
     assert_eq!(stored.grant_id.as_deref(), Some("fam1"));
 
@@ -1626,7 +1632,10 @@ async fn check_mcp_sessions(store: &dyn Store, other: &dyn Store) {
             .unwrap()
     );
     let touched = store.mcp_session("mh1", NOW).await.unwrap().unwrap();
-    assert_eq!((touched.last_seen_at, touched.expires_at), (NOW + 101, NOW + 2000));
+    assert_eq!(
+        (touched.last_seen_at, touched.expires_at),
+        (NOW + 101, NOW + 2000)
+    );
     assert!(
         !store
             .touch_mcp_session("nope", NOW + 100, NOW + 2000)

@@ -1277,10 +1277,12 @@ fn mcp_session_from(row: &SqliteRow) -> StoreResult<super::McpSession> {
 }
 
 async fn purge_mcp_sessions_in(conn: &mut SqliteConnection, now: Timestamp) -> StoreResult<u64> {
-    Ok(sqlx::query("DELETE FROM mcp_sessions WHERE expires_at <= ?")
-        .bind(now)
-        .execute(conn)
-        .await
-        .map_err(store_err)?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM mcp_sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(conn)
+            .await
+            .map_err(store_err)?
+            .rows_affected(),
+    )
 }

@@ -210,7 +210,10 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         authenticator: http::auth::authenticator(&config, builtin.as_ref()).await?,
         server: builtin.as_ref().map(|b| b.server.clone()),
         revocations: builtin.as_ref().map(|b| b.revocations.clone()),
-        session_store: crate::session_store::shared_store(&config, builtin.as_ref().map(|b| &b.store)),
+        session_store: crate::session_store::shared_store(
+            &config,
+            builtin.as_ref().map(|b| &b.store),
+        ),
     };
     let app = http::build(&config, backend.clone(), wiring, shutdown.clone());
     if let Some(password) = builtin

@@ -42,8 +42,8 @@ use crate::ops::rate_limit::{self, RateLimits};
 use crate::policy::ScopePolicy;
 use crate::session::{self, SessionBindings};
 use crate::session_store::SharedSessions;
-use mcpgate_auth::store::Store;
 use crate::transport::{sse, streamable};
+use mcpgate_auth::store::Store;
 use scope_gate::ScopeGate;
 
 /// Request headers MCP clients send, which CORS must allow.
@@ -97,7 +97,8 @@ pub fn build(
     if let Some(limits) = &limits {
         limits.spawn_housekeeping(shutdown.clone());
     }
-    let shared_sessions = session_store.map(|store| SharedSessions::new(store, config.session_idle_timeout));
+    let shared_sessions =
+        session_store.map(|store| SharedSessions::new(store, config.session_idle_timeout));
     let sessions = Arc::new(match &shared_sessions {
         Some(shared) => SessionBindings::with_shared(shared.clone(), revoked.clone()),
         None => SessionBindings::default(),
