@@ -301,3 +301,25 @@ async fn require_shared_store_refuses_sqlite() {
     let text = format!("{}{}", server.stdout, server.stderr);
     assert!(text.contains("require_shared_store"), "{text}");
 }
+
+#[tokio::test]
+async fn a_sqlite_store_on_a_multi_instance_platform_warns_loudly() {
+    let warned = |platform_env: Option<&str>| {
+        let mut builder = Server::builder()
+            .env("MCP_OAUTH_ENABLED", "true")
+            .env("MCP_OAUTH_STORE", "sqlite://oauth.db")
+            .env("MCP_OAUTH_PUBLIC_URL", "http://127.0.0.1:9");
+        if let Some(var) = platform_env {
+            builder = builder.env(var, "mcpgate");
+        }
+        let server = builder.start();
+        // Start-up logs in order: any warning comes before the `listening` line.
+        assert!(server.stderr.wait_for(|t| t.contains("listening")));
+        let warned = server.stderr.text().contains("the OAuth store is SQLite");
+        server.terminate();
+        warned
+    };
+    assert!(warned(Some("K_SERVICE")));
+    assert!(warned(Some("KUBERNETES_SERVICE_HOST")));
+    assert!(!warned(None));
+}
