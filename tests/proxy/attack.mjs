@@ -7,6 +7,7 @@
 //   node attack.mjs forged-state     --url URL                         callback with a state never issued
 //   node attack.mjs replayed-state   --url URL --user alice            callback URL used twice
 //   node attack.mjs other-browser    --url URL --user alice            callback in another browser
+//   node attack.mjs mixed-up-issuer  --url URL --user alice            callback naming another IdP (RFC 9207)
 //   node attack.mjs tampered         --url URL --user alice --idp IDP --mode nonce|aud|iss|signature|expired
 //   node attack.mjs cross            --url URL --other URL_B --user alice
 //        sign-in started on instance A completes on B; code exchanged on B; tools on A; refresh on A
@@ -218,6 +219,19 @@ const scenarios = {
     assert(res.status === 400 && !res.headers.get("location"), `callback in another browser: HTTP ${res.status} ${res.headers.get("location")}`);
     assert(html.includes("another browser"), `page: ${html.slice(0, 300)}`);
     assert(!other.cookie(MCP, "__Host-mcpgate-session"), "another browser got a session");
+  },
+
+  async "mixed-up-issuer"() {
+    // RFC 9207: a callback whose `iss` names another IdP is refused before the code is used.
+    const agent = new Agent();
+    const client = await register("mix-up-test");
+    const r = await agent.signIn(authorization(client).url, { user: opt.user, redirect: REDIRECT, stopAtCallback: true });
+    assert(r.callback?.searchParams.get("iss"), `no iss on the callback: ${r.callback ?? page(r)}`);
+    r.callback.searchParams.set("iss", "https://evil.example");
+    const res = await agent.hop(r.callback);
+    const html = await res.text();
+    assert(res.status === 400 && !res.headers.get("location"), `mixed-up iss: HTTP ${res.status} ${res.headers.get("location")}`);
+    assert(html.includes("did not come from the configured identity provider"), `page: ${html.slice(0, 300)}`);
   },
 
   async tampered() {

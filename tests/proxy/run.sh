@@ -108,6 +108,10 @@ replayed_state() {
   serve_proxy "$MCP_PORT"
   attack replayed-state --user alice
 }
+mixed_up_issuer() {
+  serve_proxy "$MCP_PORT"
+  attack mixed-up-issuer --user alice
+}
 other_browser() {
   serve_proxy "$MCP_PORT"
   attack other-browser --user alice
@@ -177,7 +181,7 @@ run_check() {
 
 CHECKS=(
   ts-sdk-http py-sdk-http disallowed-domain required-group confused-deputy forged-state
-  replayed-state other-browser id-token-checks two-instances config-errors logs-clean
+  replayed-state other-browser mixed-up-issuer id-token-checks two-instances config-errors logs-clean
 )
 for check in ${ONLY:-${CHECKS[@]}}; do
   run_check "$check"

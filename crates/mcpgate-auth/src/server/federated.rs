@@ -232,6 +232,21 @@ async fn finish(
              Start again from your application.",
         );
     }
+    match param("iss") {
+        None => {}
+        Some(iss) => match upstream.accepts_callback_issuer(iss).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%iss, "upstream callback from another issuer (mix-up)");
+                return pages::error_page(
+                    StatusCode::BAD_REQUEST,
+                    "The sign-in could not be verified",
+                    "The answer did not come from the configured identity provider.",
+                );
+            }
+            Err(e) => return upstream_unavailable(&e),
+        },
+    }
     let pending = login.pending;
     let reply = reply_for(server, &pending);
     if let Some(error) = param("error") {

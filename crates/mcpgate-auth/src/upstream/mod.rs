@@ -269,6 +269,16 @@ impl Federation {
         Ok(url.into())
     }
 
+    /// RFC 9207: an `iss` on the callback must be the configured IdP's (a mix-up defence; Entra's
+    /// multi-tenant issuers are checked on the ID token instead, where the tenant is known).
+    pub async fn accepts_callback_issuer(&self, iss: &str) -> Result<bool, UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        Ok(match endpoints.oidc.as_ref().map(|o| &o.issuer) {
+            Some(provider::IssuerCheck::Exact(expected)) => iss == expected,
+            _ => true,
+        })
+    }
+
     /// Exchanges the callback's code and proves who signed in.
     pub async fn complete(
         &self,
