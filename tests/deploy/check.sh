@@ -297,7 +297,7 @@ PYEOF
 fi
 
 # --- MCP_* names in the guides -------------------------------------------------------------------
-for doc in deploy/README.md docs/clients.md; do
+for doc in deploy/README.md docs/clients.md docs/proxy-mode.md docs/idp/*.md; do
   # MCP_REMOTE_CONFIG_DIR belongs to mcp-remote, not to mcpgate.
   unknown="$(grep -ohE '\bMCP_[A-Z0-9_]+' "$doc" | sort -u | grep -vxF -f "$KNOWN" | grep -vx 'MCP_REMOTE_CONFIG_DIR' || true)"
   if [[ -z "$unknown" ]]; then pass "$doc: every MCP_* name exists in crates/mcpgate/src/config"
@@ -333,6 +333,35 @@ else
   fail "deploy/README.md: no <!-- deploy-check: config --> blocks found"
 fi
 [[ -f "$WORK/service.env" ]] && run_config_check "deploy/service.yaml env" "$WORK/service.env"
+
+# --- the IdP guides: every env block and every TOML block is a configuration mcpgate accepts ------
+# Env blocks: fenced ```bash blocks made of MCP_* lines. TOML blocks: full files with an [oauth]
+# table; the guides keep the client secret out of the file, so it comes from the environment.
+for doc in docs/idp/*.md; do
+  name="$(basename "$doc" .md)"
+  rm -f "$WORK"/idp-"$name"-*
+  awk -v dir="$WORK" -v name="$name" '
+    /^```(bash|toml)$/ && !inblock { inblock = 1; kind = substr($0, 4); n++; file = dir "/idp-" name "-" n "." kind; printf "" > file; next }
+    inblock && /^```/ { inblock = 0; close(file); next }
+    inblock { print >> file }
+  ' "$doc"
+  checked=0
+  for block in "$WORK"/idp-"$name"-*.bash; do
+    [[ -e "$block" ]] && grep -q '^MCP_OAUTH_MODE=proxy' "$block" || continue
+    run_config_check "$doc env block $(basename "$block" .bash | sed 's/.*-//')" "$block"; checked=$((checked + 1))
+  done
+  for block in "$WORK"/idp-"$name"-*.toml; do
+    [[ -e "$block" ]] && grep -q '^\[oauth\]' "$block" || continue
+    if (cd "$WORK" && env -i PATH="$PATH" HOME="$WORK" MCP_OAUTH_UPSTREAM_CLIENT_SECRET=placeholder-secret \
+          "$MCPGATE" config check --config "$block") >"$WORK/cc.out" 2>&1; then
+      pass "$doc TOML block $(basename "$block" .toml | sed 's/.*-//'): mcpgate config check accepts it"
+    else
+      fail "$doc TOML block $(basename "$block" .toml | sed 's/.*-//'): $(head -c 600 "$WORK/cc.out")"
+    fi
+    checked=$((checked + 1))
+  done
+  ((checked > 0)) || fail "$doc: no configuration block found"
+done
 
 # Proxy mode without its upstream IdP is refused with the setting to add, in one line.
 if (cd "$WORK" && env -i PATH="$PATH" MCP_OAUTH_ENABLED=true MCP_OAUTH_MODE=proxy \
