@@ -304,3 +304,108 @@ pub async fn bind_streamable_sessions(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use mcpgate_auth::ScopeSet;
+    use mcpgate_auth::store::Store;
+    use mcpgate_auth::store::sqlite::SqliteStore;
+    use rmcp::transport::streamable_http_server::session::store::{SessionState, SessionStore};
+
+    use super::*;
+
+    fn principal(subject: &str, grant: Option<&str>) -> Arc<Principal> {
+        let mut p = Principal::from_static_token(subject, ScopeSet::new());
+        p.issuer = "https://as.example".into();
+        p.client_id = Some("client".into());
+        p.grant_id = grant.map(str::to_owned);
+        Arc::new(p)
+    }
+
+    fn state() -> SessionState {
+        serde_json::from_value(serde_json::json!({ "initialize_params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "tests", "version": "0" },
+        }}))
+        .expect("session state")
+    }
+
+    /// Two instances' bindings on one store.
+    async fn instances(
+        revoked: Option<GrantCheck>,
+    ) -> (SessionBindings, SessionBindings, Arc<SharedSessions>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+        let shared = SharedSessions::new(store, Duration::from_secs(600));
+        (
+            SessionBindings::with_shared(shared.clone(), revoked.clone()),
+            SessionBindings::with_shared(shared.clone(), revoked),
+            shared,
+        )
+    }
+
+    /// What rmcp does while the opening request of `opener` runs.
+    async fn open(shared: &Arc<SharedSessions>, session: &str, opener: &Arc<Principal>) {
+        let opening = Opening::new(opener.clone());
+        SharedSessions::opening(opening.clone(), async {
+            shared.store(session, &state()).await.unwrap();
+        })
+        .await;
+        assert!(opening.saved());
+    }
+
+    #[tokio::test]
+    async fn a_session_opened_on_one_instance_is_its_openers_on_another() {
+        let (a, b, shared) = instances(None).await;
+        let alice = principal("alice", Some("g1"));
+        open(&shared, "s1", &alice).await;
+        a.bind("s1", &alice);
+
+        assert_eq!(b.access("s1", &alice).await, Access::Allowed);
+        assert_eq!(b.owner("s1"), Some(alice.key()), "bound on B too");
+        let mut other_client = (*alice).clone();
+        other_client.client_id = Some("other".into());
+        for intruder in [principal("mallory", Some("g1")), Arc::new(other_client)] {
+            assert_eq!(b.access("s1", &intruder).await, Access::NotFound);
+            assert_eq!(a.access("s1", &intruder).await, Access::NotFound);
+        }
+        assert!(SessionStore::load(&*shared, "s1").await.unwrap().is_some());
+        assert_eq!(b.access("unknown", &alice).await, Access::NotFound);
+
+        // Ended through one instance (rmcp deletes on DELETE): over on both.
+        SessionStore::delete(&*shared, "s1").await.unwrap();
+        assert_eq!(a.access("s1", &alice).await, Access::NotFound);
+        assert_eq!(b.access("s1", &alice).await, Access::NotFound);
+        assert!(SessionStore::load(&*shared, "s1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sessions_are_only_stored_by_an_opening_request() {
+        let (_, _, shared) = instances(None).await;
+        assert!(shared.store("s1", &state()).await.is_err());
+        assert!(SessionStore::load(&*shared, "s1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_grant_ends_its_shared_sessions_even_for_a_new_grant() {
+        let revoked: GrantCheck = Arc::new(|grant: &str| grant == "g-old");
+        let (_, b, shared) = instances(Some(revoked)).await;
+        open(&shared, "s1", &principal("alice", Some("g-old"))).await;
+        let alice_again = principal("alice", Some("g-new"));
+        assert_eq!(b.access("s1", &alice_again).await, Access::NotFound);
+        assert!(shared.binding("s1").await.unwrap().is_none(), "deleted");
+    }
+
+    #[tokio::test]
+    async fn without_a_shared_store_only_local_bindings_count() {
+        let local = SessionBindings::default();
+        let alice = principal("alice", None);
+        assert_eq!(local.access("s1", &alice).await, Access::NotFound);
+        local.bind("s1", &alice);
+        assert_eq!(local.access("s1", &alice).await, Access::Allowed);
+        assert_eq!(
+            local.access("s1", &principal("bob", None)).await,
+            Access::NotFound
+        );
+    }
+}
