@@ -144,6 +144,14 @@ two_instances() {
   psql -X -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
   return $rc
 }
+chromium() {
+  # Real headless Chromium through the whole sign-in (tests/browser/setup.sh installs it).
+  "$ROOT/tests/browser/setup.sh"
+  serve_proxy "$MCP_PORT" MCP_OAUTH_ALLOWED_DOMAINS=example.test
+  BASE="$URL" IDP="$IDP" CB_PORT="$(free_port)" ART="$CHECK_DIR" timeout 180 node "$HERE/chromium.mjs"
+  mkdir -p "$ROOT/docs/screenshots"
+  cp "$CHECK_DIR/proxy-consent.png" "$CHECK_DIR/proxy-refused.png" "$ROOT/docs/screenshots/"
+}
 config_errors() {
   # Misconfigurations are explained at start-up, in one line each.
   local out
@@ -181,7 +189,7 @@ run_check() {
 
 CHECKS=(
   ts-sdk-http py-sdk-http disallowed-domain required-group confused-deputy forged-state
-  replayed-state other-browser mixed-up-issuer id-token-checks two-instances config-errors logs-clean
+  replayed-state other-browser mixed-up-issuer id-token-checks two-instances chromium config-errors logs-clean
 )
 for check in ${ONLY:-${CHECKS[@]}}; do
   run_check "$check"
