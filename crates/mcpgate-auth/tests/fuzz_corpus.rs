@@ -21,7 +21,10 @@ fn replay(target: &str, run: fn(&[u8])) {
     assert!(!files.is_empty(), "no corpus in {}", dir.display());
     let mut failed = Vec::new();
     for file in &files {
-        let data = std::fs::read(file).unwrap();
+        // A fuzzer running at the same time may have just removed it.
+        let Ok(data) = std::fs::read(file) else {
+            continue;
+        };
         if catch_unwind(AssertUnwindSafe(|| run(&data))).is_err() {
             failed.push(file.display().to_string());
         }
@@ -52,4 +55,39 @@ fn register() {
 #[test]
 fn cimd() {
     replay("cimd", fuzzing::cimd);
+}
+
+/// Crashes found by fuzzing, each kept as a test of the behaviour that was fixed.
+mod regressions {
+    use mcpgate_auth::fuzzing;
+    use mcpgate_auth::server::register::validate_metadata;
+    use serde_json::json;
+
+    /// `fuzz/corpus/register/crash-mixed-redirect-kinds`: an https redirect beside a private-use
+    /// one, with no `application_type`, was defaulted to `web` and registered, although `web` is
+    /// refused with a private-use redirect; the echoed metadata did not validate again.
+    #[test]
+    fn mixed_redirect_kinds_default_to_native() {
+        let request = json!({
+            "redirect_uris": ["com.example.app:/cb", "https://app.example/cb"],
+        });
+        let registration = validate_metadata(&fuzzing::config(), &request, false).unwrap();
+        assert_eq!(registration.metadata["application_type"], "native");
+        let again = validate_metadata(
+            &fuzzing::config(),
+            &serde_json::Value::Object(registration.metadata.clone()),
+            false,
+        )
+        .unwrap();
+        assert_eq!(again, registration);
+        // An explicit `web` is still refused.
+        let web = json!({
+            "redirect_uris": ["com.example.app:/cb", "https://app.example/cb"],
+            "application_type": "web",
+        });
+        assert!(validate_metadata(&fuzzing::config(), &web, false).is_err());
+        fuzzing::register(
+            br#"{"redirect_uris": ["jsaavcript:alerddddddddddddddddddddddddddddddddddd", "https://app.evil.example/cb"]}"#,
+        );
+    }
 }

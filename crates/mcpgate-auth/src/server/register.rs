@@ -335,6 +335,9 @@ pub fn validate_metadata(
         .iter()
         .all(|k| matches!(k, RedirectKind::Loopback | RedirectKind::PrivateUse));
     let application_type = match optional_str(request, "application_type")? {
+        // A private-use redirect is only allowed to native apps: defaulting a mix of https and
+        // private-use URIs to `web` would register what an explicit `web` is refused for.
+        None if kinds.contains(&RedirectKind::PrivateUse) => "native",
         None if all_native && !kinds.is_empty() => "native",
         None => "web",
         Some("native") => "native",
