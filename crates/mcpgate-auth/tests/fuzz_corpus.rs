@@ -1,24 +1,31 @@
 //! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/`) through the same entry
 //! points the fuzz targets use, on the stable toolchain: a regression the fuzzer once covered
-//! fails here without nightly or cargo-fuzz. Crash reproducers found by fuzzing are kept in the
-//! corpus too, and named in `regressions` below.
+//! fails here without nightly or cargo-fuzz. Crash reproducers found by fuzzing are kept in
+//! `fuzz/regressions/<target>/`, replayed with the corpus, and named in `regressions` below.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use mcpgate_auth::fuzzing;
 
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+/// The files of `fuzz/corpus/<target>/` (minimised by cmin) and `fuzz/regressions/<target>/`
+/// (crash reproducers, kept whatever cmin decides).
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut files: Vec<PathBuf> = ["corpus", "regressions"]
+        .iter()
+        .filter_map(|kind| std::fs::read_dir(fuzz.join(kind).join(target)).ok())
+        .flatten()
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.is_file())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no corpus in {}", dir.display());
+    files
+}
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let files = inputs(target);
+    assert!(!files.is_empty(), "no corpus for {target}");
     let mut failed = Vec::new();
     for file in &files {
         // A fuzzer running at the same time may have just removed it.
@@ -63,7 +70,7 @@ mod regressions {
     use mcpgate_auth::server::register::validate_metadata;
     use serde_json::json;
 
-    /// `fuzz/corpus/register/crash-mixed-redirect-kinds`: an https redirect beside a private-use
+    /// `fuzz/regressions/register/crash-mixed-redirect-kinds`: an https redirect beside a private-use
     /// one, with no `application_type`, was defaulted to `web` and registered, although `web` is
     /// refused with a private-use redirect; the echoed metadata did not validate again.
     #[test]

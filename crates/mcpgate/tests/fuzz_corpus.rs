@@ -6,17 +6,24 @@ use std::path::PathBuf;
 
 use mcpgate::fuzzing;
 
-fn replay(target: &str, run: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+/// The files of `fuzz/corpus/<target>/` (minimised by cmin) and `fuzz/regressions/<target>/`
+/// (crash reproducers, kept whatever cmin decides).
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut files: Vec<PathBuf> = ["corpus", "regressions"]
+        .iter()
+        .filter_map(|kind| std::fs::read_dir(fuzz.join(kind).join(target)).ok())
+        .flatten()
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.is_file())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no corpus in {}", dir.display());
+    files
+}
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let files = inputs(target);
+    assert!(!files.is_empty(), "no corpus for {target}");
     let mut failed = Vec::new();
     for file in &files {
         // A fuzzer running at the same time may have just removed it.
