@@ -152,6 +152,20 @@ chromium() {
   mkdir -p "$ROOT/docs/screenshots"
   cp "$CHECK_DIR/proxy-consent.png" "$CHECK_DIR/proxy-refused.png" "$ROOT/docs/screenshots/"
 }
+gateway_token() {
+  # pass_token_to_gateway: the HTTP gateway upstream (echo_upstream --http) sees each user's own
+  # IdP access token (verified with the IdP's keys, naming that user), never mcpgate's token.
+  local echo="${ECHO_UPSTREAM:-$(dirname "$MCPGATE")/examples/echo_upstream}" port out
+  [[ -x "$echo" ]] || fail "no $echo: cargo build -p mcpgate --example echo_upstream" || return 1
+  port=$(free_port)
+  start_bg "$CHECK_DIR/upstream.log" "$echo" --http "127.0.0.1:$port"
+  wait_port "$port" || return 1
+  serve_proxy "$MCP_PORT" MCP_UPSTREAM_URL="http://127.0.0.1:$port/mcp" MCP_OAUTH_UPSTREAM_PASS_TOKEN=true
+  timeout 120 "$NODE" "$HERE/gateway_token.mjs" --url "$RES" --idp "$IDP" --users alice,bob
+  # A stdio upstream cannot carry the token: refused at start-up, in one line.
+  out=$(env $(proxy_env) MCP_UPSTREAM_COMMAND="$echo" MCP_OAUTH_UPSTREAM_PASS_TOKEN=true "$MCPGATE" config check 2>&1) && fail "pass_token_to_gateway accepted a stdio upstream"
+  grep -q "oauth.upstream.pass_token_to_gateway: a stdio upstream" <<<"$out" || fail "no stdio refusal: $out"
+}
 config_errors() {
   # Misconfigurations are explained at start-up, in one line each.
   local out
@@ -189,7 +203,8 @@ run_check() {
 
 CHECKS=(
   ts-sdk-http py-sdk-http disallowed-domain required-group confused-deputy forged-state
-  replayed-state other-browser mixed-up-issuer id-token-checks two-instances chromium config-errors logs-clean
+  replayed-state other-browser mixed-up-issuer id-token-checks two-instances chromium gateway-token
+  config-errors logs-clean
 )
 for check in ${ONLY:-${CHECKS[@]}}; do
   run_check "$check"

@@ -8,6 +8,12 @@
 //! and says so) and `log`. `tools/list` answers in pages of three so clients must follow cursors.
 //! One resource (`mem://greeting`), one template (`mem://echo/{text}`), one prompt (`greet`) with
 //! completions for its argument.
+//!
+//! `echo_upstream --http 127.0.0.1:0` serves the same over Streamable HTTP at `/mcp` instead and
+//! prints `listening on http://ADDR/mcp` on stdout. There, `auth_header` answers the
+//! `Authorization` header of the request it came in (empty when none), and `tools/list` also
+//! lists `bearer_<first 16 letters and digits of the bearer token>` when a token was sent, so a
+//! gateway's per-user connections can be told apart (proxy mode's `pass_token_to_gateway`).
 
 #![allow(deprecated)] // sampling, roots and logging are deprecated by SEP-2577 but still what clients speak
 
@@ -67,7 +73,7 @@ fn service_error(error: impl std::fmt::Display) -> ErrorData {
 }
 
 impl Echo {
-    fn tools(&self) -> Vec<Tool> {
+    fn tools(&self, bearer: Option<&str>) -> Vec<Tool> {
         let none = json!({ "type": "object", "properties": {} });
         let text = json!({ "type": "object", "properties": { "text": { "type": "string" } }, "required": ["text"] });
         let mut tools = vec![
@@ -110,7 +116,24 @@ impl Echo {
                 schema(none.clone()),
             ),
             Tool::new("log", "Send a log message", schema(text)),
+            Tool::new(
+                "auth_header",
+                "The Authorization header this request came with (HTTP only)",
+                schema(none.clone()),
+            ),
         ];
+        if let Some(token) = bearer {
+            let name: String = token
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(16)
+                .collect();
+            tools.push(Tool::new(
+                format!("bearer_{name}"),
+                "Only listed to requests with this bearer token",
+                schema(none.clone()),
+            ));
+        }
         if self.extra.load(Ordering::SeqCst) {
             tools.push(Tool::new(
                 "extra",
@@ -142,7 +165,7 @@ impl ServerHandler for Echo {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let start: usize = match request.and_then(|params| params.cursor) {
             Some(cursor) => cursor
@@ -150,7 +173,8 @@ impl ServerHandler for Echo {
                 .map_err(|_| ErrorData::invalid_params("bad cursor", None))?,
             None => 0,
         };
-        let tools = self.tools();
+        let header = auth_header(&context);
+        let tools = self.tools(header.strip_prefix("Bearer "));
         let end = (start + PAGE_SIZE).min(tools.len());
         let mut result =
             ListToolsResult::with_all_items(tools.get(start..end).unwrap_or_default().to_vec());
@@ -267,6 +291,7 @@ impl ServerHandler for Echo {
                 ok("logged")
             }
             "extra" => ok("extra"),
+            "auth_header" => ok(auth_header(&context)),
             other => Ok(CallToolResponse::Complete(CallToolResult::error(vec![
                 ContentBlock::text(format!("unknown tool {other}")),
             ]))),
@@ -400,8 +425,44 @@ impl ServerHandler for Echo {
     }
 }
 
+/// The `Authorization` header of the HTTP request behind `context` (empty over stdio or without).
+fn auth_header(context: &RequestContext<RoleServer>) -> String {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.headers.get(axum::http::header::AUTHORIZATION))
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Serve over Streamable HTTP at `/mcp` on `address` until killed.
+async fn serve_http(address: &str) -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let echo = Echo::default();
+    let service = StreamableHttpService::new(
+        move || Ok(echo.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let app = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    println!("listening on http://{}/mcp", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, address] = args.as_slice()
+        && flag == "--http"
+    {
+        return serve_http(address).await;
+    }
     // stdout is the MCP channel; anything human goes to stderr (mcpgate logs it).
     eprintln!("echo_upstream: ready (pid {})", std::process::id());
     let service = Echo::default().serve(rmcp::transport::stdio()).await?;

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
 use crate::backend::builtin::BuiltinBackend;
-use crate::backend::gateway::{GatewayBackend, UpstreamTarget};
+use crate::backend::gateway::{GatewayBackend, UpstreamTarget, UserTokens};
 use crate::config::{
     Config, ConfigArgs, DEFAULT_TOKEN_NAME, NamedToken, Secret, Transport, Upstream,
 };
@@ -183,7 +183,14 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
-    let backend = backend(&config, shutdown.clone()).await?;
+    // Started before the backend: a gateway that passes users' upstream tokens needs its store.
+    let builtin = match &config.oauth {
+        Some(oauth) if oauth.builtin.is_some() && config.transport != Transport::Stdio => {
+            Some(http::auth_server::start(oauth, shutdown.clone()).await?)
+        }
+        _ => None,
+    };
+    let backend = backend(&config, builtin.as_ref(), shutdown.clone()).await?;
 
     if config.transport == Transport::Stdio {
         let served = transport::stdio::serve(&config, backend.clone(), shutdown.clone()).await;
@@ -200,12 +207,6 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
-    let builtin = match &config.oauth {
-        Some(oauth) if oauth.builtin.is_some() => {
-            Some(http::auth_server::start(oauth, shutdown.clone()).await?)
-        }
-        _ => None,
-    };
     let wiring = http::AuthWiring {
         authenticator: http::auth::authenticator(&config, builtin.as_ref()).await?,
         server: builtin.as_ref().map(|b| b.server.clone()),
@@ -232,7 +233,39 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn backend(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Arc<dyn Backend>> {
+async fn backend(
+    config: &Config,
+    builtin: Option<&http::auth_server::Builtin>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    let pass_token = config
+        .oauth
+        .as_ref()
+        .and_then(|oauth| oauth.builtin.as_ref())
+        .and_then(|settings| settings.proxy.as_ref())
+        .is_some_and(|proxy| proxy.pass_token_to_gateway);
+    if pass_token {
+        // Config validation allows the option only with an HTTP upstream and transport.
+        let (Some(Upstream::Url(url)), Some(builtin), Some(oauth)) =
+            (&config.upstream, builtin, &config.oauth)
+        else {
+            anyhow::bail!("pass_token_to_gateway needs an HTTP upstream and an HTTP transport");
+        };
+        let Some(federation) = builtin.server.upstream.clone() else {
+            anyhow::bail!("pass_token_to_gateway needs proxy mode's upstream IdP");
+        };
+        let tokens = UserTokens {
+            federation,
+            store: builtin.store.clone(),
+            issuer: oauth.issuer.clone(),
+        };
+        return Ok(GatewayBackend::connect_per_user(
+            url.clone(),
+            tokens,
+            config.tool_timeout,
+            shutdown,
+        )?);
+    }
     Ok(match &config.upstream {
         None => Arc::new(
             BuiltinBackend::open(&config.notes_db)

@@ -282,6 +282,7 @@ impl Config {
                 "entries must not be empty",
             ));
         }
+        proxy::check_gateway(self, errors);
     }
 
     /// Whether HTTP requests must present a bearer token.

@@ -293,6 +293,37 @@ pub fn resolve(
     })
 }
 
+/// `pass_token_to_gateway` needs a gateway whose requests can carry a token: an HTTP upstream,
+/// reached from an HTTP transport where users sign in.
+pub(super) fn check_gateway(config: &super::Config, errors: &mut Vec<ConfigError>) {
+    let proxy = config
+        .oauth
+        .as_ref()
+        .and_then(|oauth| oauth.builtin.as_ref())
+        .and_then(|builtin| builtin.proxy.as_ref());
+    if !proxy.is_some_and(|proxy| proxy.pass_token_to_gateway) {
+        return;
+    }
+    let key = "oauth.upstream.pass_token_to_gateway";
+    match &config.upstream {
+        Some(super::Upstream::Url(_)) => {}
+        Some(super::Upstream::Command(_)) => errors.push(ConfigError::new(
+            key,
+            "a stdio upstream (upstream_command) has no HTTP request to carry the user's token: use upstream_url or turn the option off",
+        )),
+        None => errors.push(ConfigError::new(
+            key,
+            "there is no gateway upstream to pass the token to: set upstream_url (MCP_UPSTREAM_URL) or turn the option off",
+        )),
+    }
+    if config.transport == super::Transport::Stdio {
+        errors.push(ConfigError::new(
+            key,
+            "needs an HTTP transport (MCP_TRANSPORT=streamable-http or sse): over stdio nobody signs in",
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

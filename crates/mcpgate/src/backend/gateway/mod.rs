@@ -7,12 +7,14 @@
 //!   back to the downstream clients.
 //! - [`downstream`]: the registry of downstream sessions and in-flight calls that routing uses.
 //! - [`forward`]: one downstream request → one upstream request, with timeout and cancellation.
+//! - [`per_user`]: proxy mode's `pass_token_to_gateway`, one connection per signed-in user.
 
 #![allow(deprecated)] // logging and resources/subscribe are deprecated by SEP-2577 but still forwarded
 
 mod client_handler;
 mod downstream;
 mod forward;
+mod per_user;
 mod upstream;
 
 use std::sync::Arc;
@@ -34,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::downstream::Hub;
 use self::forward::{Forwarder, unexpected};
+pub use self::per_user::UserTokens;
+use self::per_user::{Pool, Route};
 use self::upstream::Upstream;
 pub use self::upstream::UpstreamTarget;
 use super::{Backend, Call};
@@ -55,10 +59,17 @@ pub enum GatewayError {
     Handshake(String),
 }
 
+/// How requests reach the upstream.
+enum Upstreams {
+    /// One supervised connection for everyone (the default).
+    Shared(Route),
+    /// A connection per signed-in user, carrying that user's upstream IdP token.
+    PerUser(Arc<Pool>),
+}
+
 /// A [`Backend`] that forwards everything to an upstream MCP server.
 pub struct GatewayBackend {
-    upstream: Arc<Upstream>,
-    hub: Arc<Hub>,
+    upstreams: Upstreams,
     call_timeout: Duration,
     /// `readOnlyHint` of the upstream's tools as last listed, for scope checks before dispatch.
     read_only: std::sync::RwLock<std::collections::HashMap<String, bool>>,
@@ -76,8 +87,7 @@ impl GatewayBackend {
         let hub = Arc::new(Hub::default());
         let upstream = Upstream::start(target, Arc::clone(&hub), shutdown).await?;
         let backend = Arc::new(Self {
-            upstream,
-            hub,
+            upstreams: Upstreams::Shared(Route { upstream, hub }),
             call_timeout,
             read_only: Default::default(),
         });
@@ -85,9 +95,37 @@ impl GatewayBackend {
         Ok(backend)
     }
 
+    /// A gateway to the Streamable HTTP upstream at `url` that forwards each signed-in user's
+    /// requests on a connection of their own, authenticated with their upstream IdP access token
+    /// from `tokens` (see [`per_user`]). Nothing is connected until a user's first request.
+    pub fn connect_per_user(
+        url: String,
+        tokens: UserTokens,
+        call_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, GatewayError> {
+        match url::Url::parse(&url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(GatewayError::InvalidUrl {
+                    url: "<the configured upstream URL>".to_owned(),
+                    reason: "not an http(s) URL".to_owned(),
+                });
+            }
+        }
+        Ok(Arc::new(Self {
+            upstreams: Upstreams::PerUser(Pool::new(url, tokens, call_timeout, shutdown)),
+            call_timeout,
+            read_only: Default::default(),
+        }))
+    }
+
     /// Lists the upstream's tools once, so scope checks know their hints before any client lists.
     async fn learn_tools(&self) {
-        let Ok(connection) = self.upstream.connection() else {
+        let Upstreams::Shared(route) = &self.upstreams else {
+            return;
+        };
+        let Ok(connection) = route.upstream.connection() else {
             return;
         };
         if self.upstream_capabilities().tools.is_none() {
@@ -105,30 +143,48 @@ impl GatewayBackend {
     }
 
     fn remember_tools(&self, tools: &[Tool]) {
-        let hints = tools
-            .iter()
-            .map(|t| {
-                (
-                    t.name.to_string(),
-                    t.annotations
-                        .as_ref()
-                        .and_then(|a| a.read_only_hint)
-                        .unwrap_or(false),
-                )
-            })
-            .collect();
-        *self
+        let hints = tools.iter().map(|t| {
+            (
+                t.name.to_string(),
+                t.annotations
+                    .as_ref()
+                    .and_then(|a| a.read_only_hint)
+                    .unwrap_or(false),
+            )
+        });
+        let mut known = self
             .read_only
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = hints;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &self.upstreams {
+            Upstreams::Shared(_) => *known = hints.collect(),
+            // Users' lists may differ: a name any of them saw as a write stays a write.
+            Upstreams::PerUser(_) => {
+                for (name, read_only) in hints {
+                    known
+                        .entry(name)
+                        .and_modify(|known| *known &= read_only)
+                        .or_insert(read_only);
+                }
+            }
+        }
     }
 
-    /// Remember the caller's session (for notifications) and get a forwarder for its request.
-    fn forwarder(&self, call: &Call<'_>) -> Forwarder<'_> {
-        self.hub.register(&call.context.peer);
+    /// The connection for the caller's request, with the caller's session remembered (for
+    /// notifications).
+    async fn route(&self, call: &Call<'_>) -> Result<Route, ErrorData> {
+        let route = match &self.upstreams {
+            Upstreams::Shared(route) => route.clone(),
+            Upstreams::PerUser(pool) => pool.route(call.principal).await?,
+        };
+        route.hub.register(&call.context.peer);
+        Ok(route)
+    }
+
+    fn forwarder<'a>(&self, route: &'a Route) -> Forwarder<'a> {
         Forwarder {
-            upstream: &self.upstream,
-            hub: &self.hub,
+            upstream: &route.upstream,
+            hub: &route.hub,
             timeout: self.call_timeout,
         }
     }
@@ -138,16 +194,48 @@ impl GatewayBackend {
         request: impl Into<ClientRequest>,
         call: &Call<'_>,
     ) -> Result<ServerResult, ErrorData> {
-        self.forwarder(call)
+        let route = self.route(call).await?;
+        self.forwarder(&route)
             .send(request.into(), call.context)
             .await
     }
 
-    fn upstream_capabilities(&self) -> ServerCapabilities {
-        self.upstream
+    /// A list request's connection, or `None` when its upstream does not have `capability`.
+    async fn list_route(
+        &self,
+        call: &Call<'_>,
+        capability: fn(&ServerCapabilities) -> bool,
+    ) -> Result<Option<Route>, ErrorData> {
+        if !capability(&self.upstream_capabilities()) {
+            return Ok(None);
+        }
+        let route = self.route(call).await?;
+        let has = route
+            .upstream
             .info()
-            .map(|info| info.capabilities.clone())
-            .unwrap_or_default()
+            .is_none_or(|info| capability(&info.capabilities));
+        Ok(has.then_some(route))
+    }
+
+    fn upstream_capabilities(&self) -> ServerCapabilities {
+        match &self.upstreams {
+            Upstreams::Shared(route) => route
+                .upstream
+                .info()
+                .map(|info| info.capabilities.clone())
+                .unwrap_or_default(),
+            Upstreams::PerUser(pool) => pool
+                .info()
+                .map(|info| info.capabilities.clone())
+                .unwrap_or_else(Pool::assumed_capabilities),
+        }
+    }
+
+    fn upstream_info(&self) -> Option<Arc<rmcp::model::ServerPeerInfo>> {
+        match &self.upstreams {
+            Upstreams::Shared(route) => route.upstream.info(),
+            Upstreams::PerUser(pool) => pool.info(),
+        }
     }
 }
 
@@ -161,7 +249,7 @@ fn empty_result(result: ServerResult) -> Result<(), ErrorData> {
 #[async_trait]
 impl Backend for GatewayBackend {
     fn implementation(&self) -> (String, String, Option<String>) {
-        let info = self.upstream.info();
+        let info = self.upstream_info();
         let instructions = info.as_ref().and_then(|info| info.instructions.clone());
         match info.as_ref().and_then(|info| info.server_info.as_ref()) {
             Some(server) => (server.name.clone(), server.version.clone(), instructions),
@@ -187,10 +275,10 @@ impl Backend for GatewayBackend {
     }
 
     async fn list_tools(&self, call: Call<'_>) -> Result<Vec<Tool>, ErrorData> {
-        if self.upstream_capabilities().tools.is_none() {
+        let Some(route) = self.list_route(&call, |c| c.tools.is_some()).await? else {
             return Ok(Vec::new());
-        }
-        self.forwarder(&call)
+        };
+        self.forwarder(&route)
             .list_all(
                 |params| {
                     ListToolsRequest {
@@ -218,7 +306,10 @@ impl Backend for GatewayBackend {
     }
 
     async fn close(&self) {
-        self.upstream.stopped(Duration::from_secs(10)).await;
+        match &self.upstreams {
+            Upstreams::Shared(route) => route.upstream.stopped(Duration::from_secs(10)).await,
+            Upstreams::PerUser(pool) => pool.close(Duration::from_secs(10)).await,
+        }
     }
 
     async fn call_tool(
@@ -235,10 +326,10 @@ impl Backend for GatewayBackend {
     }
 
     async fn list_resources(&self, call: Call<'_>) -> Result<Vec<Resource>, ErrorData> {
-        if self.upstream_capabilities().resources.is_none() {
+        let Some(route) = self.list_route(&call, |c| c.resources.is_some()).await? else {
             return Ok(Vec::new());
-        }
-        self.forwarder(&call)
+        };
+        self.forwarder(&route)
             .list_all(
                 |params| {
                     ListResourcesRequest {
@@ -262,10 +353,10 @@ impl Backend for GatewayBackend {
         &self,
         call: Call<'_>,
     ) -> Result<Vec<ResourceTemplate>, ErrorData> {
-        if self.upstream_capabilities().resources.is_none() {
+        let Some(route) = self.list_route(&call, |c| c.resources.is_some()).await? else {
             return Ok(Vec::new());
-        }
-        self.forwarder(&call)
+        };
+        self.forwarder(&route)
             .list_all(
                 |params| {
                     ListResourceTemplatesRequest {
@@ -297,10 +388,10 @@ impl Backend for GatewayBackend {
     }
 
     async fn list_prompts(&self, call: Call<'_>) -> Result<Vec<Prompt>, ErrorData> {
-        if self.upstream_capabilities().prompts.is_none() {
+        let Some(route) = self.list_route(&call, |c| c.prompts.is_some()).await? else {
             return Ok(Vec::new());
-        }
-        self.forwarder(&call)
+        };
+        self.forwarder(&route)
             .list_all(
                 |params| {
                     ListPromptsRequest {
@@ -360,21 +451,23 @@ impl Backend for GatewayBackend {
         params: SubscribeRequestParams,
         call: Call<'_>,
     ) -> Result<(), ErrorData> {
-        let Some(session) = self.hub.register(&call.context.peer) else {
+        let route = self.route(&call).await?;
+        let Some(session) = route.hub.register(&call.context.peer) else {
             return Err(ErrorData::invalid_request(
                 "resource subscriptions need a session",
                 None,
             ));
         };
         // Only the first subscriber is forwarded: the upstream sees one client.
-        if self.hub.subscribe(&params.uri, session) {
+        if route.hub.subscribe(&params.uri, session) {
             let uri = params.uri.clone();
             let forwarded = self
-                .send(SubscribeRequest::new(params), &call)
+                .forwarder(&route)
+                .send(SubscribeRequest::new(params).into(), call.context)
                 .await
                 .and_then(empty_result);
             if let Err(error) = forwarded {
-                self.hub.unsubscribe(&uri, session);
+                route.hub.unsubscribe(&uri, session);
                 return Err(error);
             }
         }
@@ -386,17 +479,22 @@ impl Backend for GatewayBackend {
         params: UnsubscribeRequestParams,
         call: Call<'_>,
     ) -> Result<(), ErrorData> {
-        let Some(session) = self.hub.register(&call.context.peer) else {
+        let route = self.route(&call).await?;
+        let Some(session) = route.hub.register(&call.context.peer) else {
             return Ok(());
         };
-        if self.hub.unsubscribe(&params.uri, session) {
-            empty_result(self.send(UnsubscribeRequest::new(params), &call).await?)?;
+        if route.hub.unsubscribe(&params.uri, session) {
+            let request = UnsubscribeRequest::new(params).into();
+            empty_result(self.forwarder(&route).send(request, call.context).await?)?;
         }
         Ok(())
     }
 
     async fn on_initialized(&self, context: &NotificationContext<RoleServer>) {
-        self.hub.register(&context.peer);
+        // Per-user connections register their sessions on the first request.
+        if let Upstreams::Shared(route) = &self.upstreams {
+            route.hub.register(&context.peer);
+        }
     }
 
     /// Nothing to do here: rmcp cancels the request's context, and the forwarding future
@@ -409,8 +507,16 @@ impl Backend for GatewayBackend {
     }
 
     async fn on_roots_list_changed(&self, context: &NotificationContext<RoleServer>) {
-        self.hub.register(&context.peer);
-        if let Ok(connection) = self.upstream.connection()
+        let route = match &self.upstreams {
+            Upstreams::Shared(route) => Some(route.clone()),
+            Upstreams::PerUser(pool) => {
+                let principal = crate::handler::principal_of(&context.extensions);
+                pool.existing(&principal)
+            }
+        };
+        let Some(route) = route else { return };
+        route.hub.register(&context.peer);
+        if let Ok(connection) = route.upstream.connection()
             && let Err(error) = connection.peer.notify_roots_list_changed().await
         {
             tracing::debug!(%error, "could not forward roots/list_changed upstream");
@@ -418,6 +524,10 @@ impl Backend for GatewayBackend {
     }
 
     async fn readiness(&self) -> Result<(), String> {
-        self.upstream.readiness()
+        match &self.upstreams {
+            Upstreams::Shared(route) => route.upstream.readiness(),
+            // Connections are opened per user, on demand: none is needed to be ready.
+            Upstreams::PerUser(_) => Ok(()),
+        }
     }
 }

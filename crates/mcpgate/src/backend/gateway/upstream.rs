@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
 use rmcp::model::{ServerPeerInfo, SubscribeRequestParams};
 use rmcp::service::{Peer, RunningService, serve_client_with_ct};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData, RoleClient};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -80,6 +81,8 @@ enum Link {
 /// The shared view of the upstream: current link and the last handshake seen.
 pub(super) struct Upstream {
     target: UpstreamTarget,
+    /// Sent as `Authorization: Bearer …` to an HTTP upstream (per-user connections only).
+    bearer: Option<String>,
     link: RwLock<Link>,
     /// Kept while down, so capabilities and server info stay stable across restarts.
     info: RwLock<Option<Arc<ServerPeerInfo>>>,
@@ -94,11 +97,22 @@ impl Upstream {
         hub: Arc<Hub>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, GatewayError> {
+        Self::start_with_bearer(target, None, hub, shutdown).await
+    }
+
+    /// [`Self::start`], sending `bearer` in the `Authorization` header of every HTTP request.
+    pub(super) async fn start_with_bearer(
+        target: UpstreamTarget,
+        bearer: Option<String>,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, GatewayError> {
         let client = UpstreamClient::new(Arc::clone(&hub));
         let ct = shutdown.child_token();
-        let running = open(&target, client.clone(), ct.clone()).await?;
+        let running = open(&target, bearer.as_deref(), client.clone(), ct.clone()).await?;
         let upstream = Arc::new(Self {
             target,
+            bearer,
             link: RwLock::new(Link::Down("starting".to_owned())),
             info: RwLock::new(None),
             generations: AtomicU64::new(0),
@@ -220,7 +234,14 @@ impl Upstream {
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 let ct = shutdown.child_token();
-                match open(&self.target, client.clone(), ct.clone()).await {
+                match open(
+                    &self.target,
+                    self.bearer.as_deref(),
+                    client.clone(),
+                    ct.clone(),
+                )
+                .await
+                {
                     Ok(next) => {
                         running = next;
                         self.set_up(&running, ct);
@@ -273,6 +294,7 @@ impl Upstream {
 /// Start the transport and run the MCP handshake.
 async fn open(
     target: &UpstreamTarget,
+    bearer: Option<&str>,
     client: UpstreamClient,
     ct: CancellationToken,
 ) -> Result<Running, GatewayError> {
@@ -293,7 +315,9 @@ async fn open(
                         reason: "not an http(s) URL".to_owned(),
                     });
                 }
-                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                config.auth_header = bearer.map(str::to_owned);
+                let transport = StreamableHttpClientTransport::from_config(config);
                 serve_client_with_ct(client, transport, ct).await
             }
         }
