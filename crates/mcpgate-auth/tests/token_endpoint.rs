@@ -693,8 +693,20 @@ async fn client_credentials_for_confidential_clients() {
     assert_eq!(claims.sub, "conf-app");
     assert_eq!(claims.client_id, "conf-app");
     assert_eq!(claims.aud, RESOURCE);
-    assert_eq!(claims.fam, None);
     assert_eq!(claims.preferred_username, None);
+    // A grant of its own, without a refresh token: revoking the client's grants ends it.
+    let fam = claims
+        .fam
+        .expect("client_credentials tokens carry their grant");
+    let family = env.store.family(&fam).await.unwrap().unwrap();
+    assert_eq!(family.user_id, None);
+    assert_eq!(family.client_id, "conf-app");
+    let revoked = env
+        .store
+        .revoke_grants(None, Some("conf-app"), claims.iat)
+        .await
+        .unwrap();
+    assert!(revoked.contains(&fam), "{revoked:?}");
 
     // No scope asked: the client's scopes.
     let answer = env

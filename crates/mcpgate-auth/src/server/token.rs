@@ -61,7 +61,7 @@ pub struct AccessTokenClaims {
     /// Space-separated scopes.
     #[serde(default)]
     pub scope: String,
-    /// The token family (grant) this token belongs to; absent for `client_credentials`.
+    /// The token family (grant) of this token; `client_credentials` get one without refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fam: Option<String>,
     /// The user's name, for user grants.
@@ -530,13 +530,25 @@ async fn client_credentials(
         None => server.config.default_resource().to_owned(),
     };
     let now = now_secs();
+    // A grant of its own (no refresh token), so that `tokens revoke --client` and client
+    // deletion end these tokens before they expire, like every other grant.
+    let family = TokenFamily {
+        family_id: secrets::random_token(),
+        client_id: client.client_id.clone(),
+        user_id: None,
+        scope: scope.clone(),
+        resource: audience.clone(),
+        created_at: now,
+        revoked_at: None,
+    };
+    server.store.create_family(&family, None, None).await?;
     let (access_token, expires_in) = sign_access_token(
         server,
         &client.client_id,
         Subject {
             sub: &client.client_id,
             username: None,
-            family_id: None,
+            family_id: Some(&family.family_id),
         },
         &audience,
         &scope,
