@@ -242,6 +242,8 @@ fn form_decode(value: &str) -> String {
                 let hex = bytes
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
+                    // `from_str_radix` alone would take `%+f` for `%0f`.
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
@@ -557,6 +559,12 @@ mod tests {
         assert_eq!(
             decode_basic(&encoded).unwrap(),
             ("id".to_owned(), "100%".to_owned())
+        );
+        // Only two hex digits make an escape: `u8::from_str_radix` also takes a sign (`%+5`).
+        let encoded = STANDARD.encode("id:50%+5");
+        assert_eq!(
+            decode_basic(&encoded).unwrap(),
+            ("id".to_owned(), "50%+5".to_owned())
         );
         assert!(decode_basic("!!!").is_err());
         assert!(decode_basic(&STANDARD.encode("no-colon")).is_err());
