@@ -412,3 +412,100 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// JWKS keys: what a fetched key set may make us accept
+
+fn b64() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("AQAB".to_owned()),
+        Just("f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU".to_owned()),
+        Just("x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0".to_owned()),
+        Just("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".to_owned()),
+        "[A-Za-z0-9_-]{0,40}",
+    ]
+}
+
+fn jwk() -> impl Strategy<Value = serde_json::Value> {
+    let kty = prop_oneof![Just("RSA"), Just("EC"), Just("OKP"), Just("oct"), Just("x")];
+    let crv = prop_oneof![
+        Just("P-256"),
+        Just("P-384"),
+        Just("P-521"),
+        Just("Ed25519"),
+        Just("X25519")
+    ];
+    let alg = prop_oneof![
+        Just(None),
+        Just(Some("RS256")),
+        Just(Some("PS384")),
+        Just(Some("ES256")),
+        Just(Some("ES384")),
+        Just(Some("EdDSA")),
+        Just(Some("HS256")),
+        Just(Some("none")),
+        Just(Some("RSA-OAEP")),
+    ];
+    let use_ = prop_oneof![Just(None), Just(Some("sig")), Just(Some("enc"))];
+    (kty, crv, alg, use_, b64(), b64(), b64(), b64()).prop_map(
+        |(kty, crv, alg, use_, a, b, c, d)| {
+            let mut key = serde_json::json!({
+                "kty": kty, "crv": crv, "n": a, "e": b, "x": c, "y": d, "k": a, "kid": "k",
+            });
+            if let Some(alg) = alg {
+                key["alg"] = alg.into();
+            }
+            if let Some(use_) = use_ {
+                key["use"] = use_.into();
+            }
+            key
+        },
+    )
+}
+
+fn all_algorithms() -> Vec<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm::*;
+    vec![
+        HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever a key set says and whatever is configured, a key never verifies with HMAC, an
+    /// encryption key is never used, and a key's algorithms stay within the allowed ones and its
+    /// own family; allowing more algorithms never takes one away.
+    #[test]
+    fn jwks_keys_stay_pinned(
+        key in jwk(),
+        allowed in prop::sample::subsequence(all_algorithms(), 0..=12),
+        extra in prop::sample::subsequence(all_algorithms(), 0..=12),
+    ) {
+        use jsonwebtoken::Algorithm::*;
+        use mcpgate_auth::resource::jwks::parse_key;
+        let parsed = parse_key(&key, &allowed);
+        if let Some(parsed) = &parsed {
+            prop_assert!(!parsed.algorithms.is_empty());
+            prop_assert!(parsed.algorithms.iter().all(|a| allowed.contains(a)));
+            prop_assert!(!parsed.algorithms.iter().any(|a| matches!(a, HS256 | HS384 | HS512)));
+            prop_assert_ne!(&key["use"], "enc");
+            let family: &[jsonwebtoken::Algorithm] = match key["kty"].as_str() {
+                Some("RSA") => &[RS256, RS384, RS512, PS256, PS384, PS512],
+                Some("EC") => &[ES256, ES384],
+                Some("OKP") => &[EdDSA],
+                _ => &[],
+            };
+            prop_assert!(parsed.algorithms.iter().all(|a| family.contains(a)), "{key}");
+            if let Some(alg) = key["alg"].as_str() {
+                prop_assert_eq!(parsed.algorithms.len(), 1);
+                prop_assert_eq!(format!("{:?}", parsed.algorithms[0]), alg);
+            }
+        }
+        let wider: Vec<_> = allowed.iter().chain(&extra).copied().collect();
+        if let Some(narrow) = parsed {
+            let wide = parse_key(&key, &wider).expect("more algorithms allowed, key lost");
+            prop_assert!(narrow.algorithms.iter().all(|a| wide.algorithms.contains(a)));
+        }
+    }
+}
