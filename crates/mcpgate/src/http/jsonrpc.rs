@@ -31,19 +31,21 @@ pub async fn inspect_post(
         Ok(bytes) => bytes,
         Err(e) => return read_error(&e),
     };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            -32700,
-            &format!("Parse error: {e}"),
-        );
-    }
     // A batch is an array; anything else must be one message.
     let is_batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if !is_batch {
+    if is_batch {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            return parse_error(&e);
+        }
+    } else {
+        // One pass for a well-formed message (the hot path); a second one only to tell malformed
+        // JSON (-32700) from JSON that is no JSON-RPC message (-32600).
         let message = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
             Ok(message) => message,
             Err(e) => {
+                if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                    return parse_error(&syntax);
+                }
                 return error(
                     StatusCode::BAD_REQUEST,
                     -32600,
@@ -59,6 +61,14 @@ pub async fn inspect_post(
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+fn parse_error(e: &serde_json::Error) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        -32700,
+        &format!("Parse error: {e}"),
+    )
 }
 
 pub fn is_json(headers: &http::HeaderMap) -> bool {

@@ -33,7 +33,12 @@ pub fn service(
         .disable_allowed_hosts()
         .disable_allowed_origins()
         .with_cancellation_token(shutdown)
-        .with_max_request_body_bytes(config.max_body_bytes);
+        .with_max_request_body_bytes(config.max_body_bytes)
+        // A stateless (2026-07-28) call whose handler answers without notifications gets one
+        // `application/json` body instead of a one-event SSE stream: fewer allocations and
+        // writes per call. rmcp falls back to SSE when the handler sends anything first
+        // (progress, logging), and stateful sessions are not affected.
+        .with_json_response(true);
     http_config.session_store = shared.map(|s| s as Arc<dyn SessionStore>);
     let service =
         StreamableHttpService::new(move || Ok(make_handler()), manager.clone(), http_config);
