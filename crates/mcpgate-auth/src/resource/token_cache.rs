@@ -12,6 +12,7 @@
 //! - Bounded: when full, expired entries are purged first, then the entries closest to their end.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -72,9 +73,14 @@ pub fn token_key(token: &str) -> TokenKey {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Inserts between two sweeps of expired entries, so the map holds about the tokens seen within
+/// one `ttl` rather than filling up to `capacity` with dead ones.
+const SWEEP_EVERY: usize = 1024;
+
 pub struct VerifiedTokenCache {
     settings: TokenCacheSettings,
     entries: RwLock<HashMap<TokenKey, Arc<CachedToken>>>,
+    inserts: AtomicUsize,
 }
 
 impl VerifiedTokenCache {
@@ -82,6 +88,7 @@ impl VerifiedTokenCache {
         Self {
             settings,
             entries: RwLock::new(HashMap::new()),
+            inserts: AtomicUsize::new(0),
         }
     }
 
@@ -149,7 +156,11 @@ impl VerifiedTokenCache {
             last_valid_second,
             until: now + ttl,
         });
+        let sweep = self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1;
         let mut entries = self.write();
+        if sweep {
+            entries.retain(|_, e| e.until > now);
+        }
         if entries.len() >= self.settings.capacity && !entries.contains_key(&key) {
             evict(&mut entries, self.settings.capacity, now);
         }
@@ -273,6 +284,25 @@ mod tests {
             cache.get(&token_key("99")).is_some(),
             "the newest entry stays"
         );
+    }
+
+    #[test]
+    fn expired_entries_are_swept() {
+        let cache = VerifiedTokenCache::new(TokenCacheSettings::default());
+        let p = principal("a", now_secs() + 300);
+        let dead = Arc::new(CachedToken {
+            principal: p.clone(),
+            jti: None,
+            kid: None,
+            last_valid_second: now_secs() + 300,
+            until: Instant::now(),
+        });
+        cache.write().insert(token_key("dead"), dead);
+        for i in 0..SWEEP_EVERY {
+            cache.insert(token_key(&i.to_string()), &p, None, None, Duration::ZERO);
+        }
+        assert!(!cache.read().contains_key(&token_key("dead")));
+        assert_eq!(cache.len(), SWEEP_EVERY);
     }
 
     #[test]
