@@ -12,8 +12,8 @@
 #   fastmcp             FastMCP 4.2.3 JWTVerifier, ES256 JWT          (bench/peers/fastmcp-peer.py, tool: echo)
 # All JWTs come from one real IdP (npm oidc-provider, tools/peers/idp/oidc.mjs, client svc-es256).
 # Every request is an authenticated stateless `tools/call`: protocol 2026-07-28 for mcpgate (which
-# answers with a one-event SSE stream: it has no JSON-response mode), 2025-11-25 without a session
-# for the peers (TS SDK v1 has no 2026 era), which answer plain JSON.
+# answers plain JSON when the client accepts it, as the peers do), 2025-11-25 without a session
+# for the peers (TS SDK v1 has no 2026 era).
 #
 # Load: wrk 4.1.0 (Debian, installed when missing) with bench/lib/post.lua, at each concurrency in
 # BENCH_CONCURRENCY for BENCH_DURATION seconds after a warm-up. Per system and concurrency:
