@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Memory per idle stateful Streamable HTTP session and per open legacy SSE stream (issue 6).
+#
+#   bench/idle-memory.sh                        counts 1000 and 10000, auth off, release build
+#   IDLE_COUNTS=1000 MCPGATE=path bench/idle-memory.sh
+#
+# Starts one mcpgate (Streamable HTTP + legacy SSE, no auth, no rate limit) on loopback and runs
+# bench/lib/idle_memory.py against it: per count, N sessions opened and left idle, RSS read; then
+# N SSE streams opened and kept open, RSS read. Prints one JSON line per measurement (also in
+# test-artifacts/idle-memory/results.jsonl).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${IDLE_OUT:-$ROOT/test-artifacts/idle-memory}"
+COUNTS="${IDLE_COUNTS:-1000,10000}"
+if [[ -z "${MCPGATE:-}" ]]; then
+  (cd "$ROOT" && cargo build --release -q -p mcpgate --bin mcpgate)
+  MCPGATE="$ROOT/target/release/mcpgate"
+fi
+rm -rf "$OUT" && mkdir -p "$OUT"
+# 10,000 streams need as many descriptors on both sides.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+env MCP_TRANSPORT=streamable-http MCP_LEGACY_SSE=true MCP_HOST=127.0.0.1 MCP_PORT="$PORT" \
+  MCP_RATE_LIMIT_RPM=0 MCP_LOG_LEVEL=warn MCP_NOTES_DB="$OUT/notes.db" "$MCPGATE" >"$OUT/mcpgate.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null && break; sleep 0.1; done
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+python3 "$ROOT/bench/lib/idle_memory.py" --port "$PORT" --pid "$PID" --counts "$COUNTS" | tee "$OUT/results.jsonl"
