@@ -35,6 +35,11 @@
 #   BENCH_RESULTS=bench/RESULTS.md   where the report goes ("" = don't write it)
 #   BENCH_OUT=test-artifacts/bench   raw data and logs (wiped at start)
 #   MCPGATE=path                use this binary instead of `cargo build --release -p mcpgate`
+#   BENCH_EXTRAS=0              1: afterwards also bench/token-endpoint.sh (code exchanges and refresh
+#                               rotations per second: SQLite, PostgreSQL, oidc-provider) and
+#                               bench/idle-memory.sh (RSS per idle session / open SSE stream at 1,000
+#                               and 10,000); raw output in $OUT/token-endpoint and $OUT/idle-memory,
+#                               not in the generated block of RESULTS.md
 # Raw data and logs: test-artifacts/bench/ (results.tsv, systems.tsv, startup.tsv, env.txt,
 # profile-*.txt, *.log).
 set -euo pipefail
@@ -313,3 +318,12 @@ fi
 
 # --- report ----------------------------------------------------------------------------------------
 python3 "$BENCH/lib/report.py" "$OUT" "$RESULTS"
+
+if [[ "${BENCH_EXTRAS:-0}" == 1 ]]; then
+  cleanup  # the load-test systems and the IdP are no longer needed
+  PIDS=()
+  say "token endpoint (bench/token-endpoint.sh)"
+  MCPGATE="$MCPGATE" TOKEN_OUT="$OUT/token-endpoint" "$BENCH/token-endpoint.sh"
+  say "idle sessions and SSE streams (bench/idle-memory.sh)"
+  MCPGATE="$MCPGATE" IDLE_OUT="$OUT/idle-memory" "$BENCH/idle-memory.sh"
+fi

@@ -1,0 +1,144 @@
+// Token-endpoint throughput (bench/token-endpoint.sh): authorization-code exchanges and refresh
+// rotations per second, against mcpgate's built-in AS or oidc-provider (tools/peers/idp/oidc.mjs).
+//
+//   node token_bench.mjs --as mcpgate|oidc --base URL [--password PW] [--codes 200]
+//                        [--concurrency 8] [--seconds 5] [--resource URL]
+//
+// Both sides use a public client registered by DCR (PKCE S256, token_endpoint_auth_method none), so
+// both rotate refresh tokens on every use. Codes are collected first (logins are not timed: mcpgate
+// hashes the password with Argon2id, oidc-provider's devInteractions accept any password), then
+// exchanged with `concurrency` requests in flight; then `concurrency` families are refreshed in a
+// loop for `seconds`, each worker using the refresh token it was just given. Prints one JSON line.
+import { parseArgs } from "node:util";
+import { createHash, randomBytes } from "node:crypto";
+
+const { values: o } = parseArgs({
+  options: {
+    as: { type: "string" },
+    base: { type: "string" },
+    password: { type: "string", default: "" },
+    codes: { type: "string", default: "200" },
+    concurrency: { type: "string", default: "8" },
+    seconds: { type: "string", default: "5" },
+    resource: { type: "string" },
+  },
+});
+const REDIRECT = "http://127.0.0.1:9/callback";
+const base = o.base;
+const resource = o.resource ?? `${base}/mcp`;
+const K = Number(o.concurrency);
+const scope = o.as === "oidc" ? "openid offline_access mcp:tools:read" : "mcp:tools:read";
+
+function jar() {
+  const cookies = new Map();
+  return async (url, init = {}) => {
+    const headers = new Headers(init.headers);
+    if (cookies.size) headers.set("cookie", [...cookies].map(([k, v]) => `${k}=${v}`).join("; "));
+    const res = await fetch(url, { ...init, headers, redirect: "manual" });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(";");
+      const i = pair.indexOf("=");
+      cookies.set(pair.slice(0, i), pair.slice(i + 1));
+    }
+    return res;
+  };
+}
+const form = (o) => ({ method: "POST", body: new URLSearchParams(o), headers: { "content-type": "application/x-www-form-urlencoded" } });
+const hidden = (html, name) => new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1] ?? "";
+
+async function register() {
+  const path = o.as === "oidc" ? "/reg" : "/register";
+  const res = await fetch(`${base}${path}`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ client_name: "token-bench", redirect_uris: [REDIRECT], token_endpoint_auth_method: "none",
+      grant_types: ["authorization_code", "refresh_token"], response_types: ["code"] }),
+  });
+  const body = await res.json();
+  if (!body.client_id) throw new Error(`registration: ${res.status} ${JSON.stringify(body)}`);
+  return body.client_id;
+}
+
+async function code(clientId) {
+  const verifier = randomBytes(32).toString("base64url");
+  const hop = jar();
+  const params = { response_type: "code", client_id: clientId, redirect_uri: REDIRECT, scope, state: "s", resource,
+    code_challenge: createHash("sha256").update(verifier).digest("base64url"), code_challenge_method: "S256" };
+  if (o.as === "oidc") params.prompt = "consent";
+  let url = new URL(`${base}${o.as === "oidc" ? "/auth" : "/authorize"}`);
+  url.search = new URLSearchParams(params).toString();
+  for (let step = 0; step < 12 && !url.href.startsWith(REDIRECT); step++) {
+    let res = await hop(url);
+    if (o.as === "oidc" && url.pathname.startsWith("/interaction/") && res.status === 200) {
+      const prompt = /name="prompt" value="(\w+)"/.exec(await res.text())?.[1];
+      const f = { prompt };
+      if (prompt === "login") Object.assign(f, { login: "alice", password: "any" });
+      res = await hop(url, form(f));
+    } else if (o.as === "mcpgate" && res.status === 200) {
+      const html = await res.text();
+      if (html.includes('name="password"')) {
+        res = await hop(`${base}/authorize/login`, form({ pending: hidden(html, "pending"), csrf: hidden(html, "csrf"), username: "admin", password: o.password }));
+      } else {
+        res = await hop(`${base}/authorize/consent`, form({ pending: hidden(html, "pending"), csrf: hidden(html, "csrf"), decision: "approve" }));
+      }
+      if (res.status === 200) {
+        const html2 = await res.text();
+        res = await hop(`${base}/authorize/consent`, form({ pending: hidden(html2, "pending"), csrf: hidden(html2, "csrf"), decision: "approve" }));
+      }
+    }
+    const next = res.headers.get("location");
+    if (!next) throw new Error(`authorization stopped at ${url}: HTTP ${res.status}`);
+    url = new URL(next, url);
+  }
+  const c = url.searchParams.get("code");
+  if (!c) throw new Error(`no code in ${url}`);
+  return { code: c, verifier };
+}
+
+async function token(body) {
+  const res = await fetch(`${base}/token`, form(body));
+  const json = await res.json().catch(() => ({}));
+  return { status: res.status, json };
+}
+
+async function pool(items, k, fn) {
+  let i = 0;
+  const out = [];
+  await Promise.all(Array.from({ length: k }, async () => {
+    while (i < items.length) {
+      const j = i++;
+      out[j] = await fn(items[j]);
+    }
+  }));
+  return out;
+}
+
+const clientId = await register();
+const n = Number(o.codes);
+const codes = await pool(Array.from({ length: n }), 4, () => code(clientId));
+let t = performance.now();
+const exchanged = await pool(codes, K, ({ code, verifier }) => token({
+  grant_type: "authorization_code", code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: clientId, resource,
+}));
+const exchangeSecs = (performance.now() - t) / 1000;
+const okExchanges = exchanged.filter((r) => r.status === 200 && r.json.refresh_token);
+if (okExchanges.length < K) throw new Error(`exchanges failed: ${JSON.stringify(exchanged.find((r) => r.status !== 200))}`);
+
+const stopAt = performance.now() + Number(o.seconds) * 1000;
+let rotations = 0, failures = 0, rotated = 0;
+t = performance.now();
+await Promise.all(okExchanges.slice(0, K).map(async ({ json }) => {
+  let rt = json.refresh_token;
+  while (performance.now() < stopAt) {
+    const r = await token({ grant_type: "refresh_token", refresh_token: rt, client_id: clientId, resource });
+    if (r.status !== 200) { failures++; break; }
+    if (r.json.refresh_token && r.json.refresh_token !== rt) rotated++;
+    rt = r.json.refresh_token ?? rt;
+    rotations++;
+  }
+}));
+const refreshSecs = (performance.now() - t) / 1000;
+console.log(JSON.stringify({
+  as: o.as, concurrency: K,
+  exchanges: okExchanges.length, exchange_failures: n - okExchanges.length, exchanges_per_s: +(okExchanges.length / exchangeSecs).toFixed(1),
+  refreshes: rotations, refresh_failures: failures, refreshes_rotated: rotated, refreshes_per_s: +(rotations / refreshSecs).toFixed(1),
+}));
