@@ -57,6 +57,10 @@ ENV MCP_TRANSPORT=streamable-http \
     MCP_PORT=8080 \
     MCP_LOG_FORMAT=json \
     MCP_NOTES_DB=/var/lib/mcpgate/notes.db
+# A fixed glibc mmap threshold: the built-in AS's 19 MiB Argon2 buffers are then returned to the
+# system after each login instead of staying in per-thread arenas (bench/RESULTS.md, soak: ~28 MiB
+# instead of ~240 MiB resident).
+ENV MALLOC_MMAP_THRESHOLD_=1048576
 
 USER 10001:10001
 EXPOSE 8080
