@@ -132,17 +132,12 @@ id_token_checks() {
 two_instances() {
   local db="mcpgate_proxy_$$_$RANDOM"
   psql -X -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:5432/test" -c "CREATE DATABASE $db" || return 1
+  # Both instances in this shell, so that the EXIT trap stops them before the database goes.
+  trap "stop_all; psql -X -q postgres://postgres@127.0.0.1:5432/test -c 'DROP DATABASE IF EXISTS $db WITH (FORCE)' >/dev/null 2>&1" EXIT
   STORE="postgres://postgres@127.0.0.1:5432/$db"
-  local rc=0
-  (
-    set -e
-    serve_proxy "$MCP_PORT" MCP_ALLOWED_HOSTS="127.0.0.1"
-    serve_proxy "$PORT_B" MCP_ALLOWED_HOSTS="127.0.0.1"
-    timeout 120 "$NODE" "$HERE/attack.mjs" cross --url "$RES" --other "$URL_B" --user carol
-  ) || rc=$?
-  stop_all
-  psql -X -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-  return $rc
+  serve_proxy "$MCP_PORT" MCP_ALLOWED_HOSTS="127.0.0.1"
+  serve_proxy "$PORT_B" MCP_ALLOWED_HOSTS="127.0.0.1"
+  timeout 120 "$NODE" "$HERE/attack.mjs" cross --url "$RES" --other "$URL_B" --user carol
 }
 chromium() {
   # Real headless Chromium through the whole sign-in (tests/browser/setup.sh installs it).
