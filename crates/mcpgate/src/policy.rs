@@ -120,7 +120,14 @@ impl ScopePolicy {
 
     fn expand(&self, scopes: &ScopeSet) -> Grants {
         let mut seen: HashSet<String> = HashSet::new();
-        let mut queue: Vec<String> = scopes.iter().map(str::to_owned).collect();
+        // `*` means everything only as an implication the operator configured: a token that
+        // merely carries a scope named `*` (an IdP may let clients ask for any string) gets
+        // nothing from it.
+        let mut queue: Vec<String> = scopes
+            .iter()
+            .filter(|s| *s != EVERYTHING)
+            .map(str::to_owned)
+            .collect();
         let mut everything = false;
         while let Some(scope) = queue.pop() {
             if scope == EVERYTHING {

@@ -112,7 +112,8 @@ fn allowed(policy: &ScopePolicy, held: &[String], op: &Op) -> bool {
 fn closure(hierarchy: &HashMap<String, Vec<String>>, held: &[String]) -> (HashSet<String>, bool) {
     let mut seen = HashSet::new();
     let mut everything = false;
-    let mut queue: Vec<String> = held.to_vec();
+    // A held scope named `*` is no implication: it grants nothing by itself.
+    let mut queue: Vec<String> = held.iter().filter(|s| *s != EVERYTHING).cloned().collect();
     while let Some(s) = queue.pop() {
         if s == EVERYTHING {
             everything = true;
@@ -284,6 +285,15 @@ proptest! {
         let grants = policy.grants(&principal(&held));
         let (closure, everything) = closure(&with_defaults(&config), &held);
         prop_assert_eq!(grants.has(&probe), everything || closure.contains(&probe));
+    }
+
+    /// A token carrying a scope literally named `*` gets nothing more for it.
+    #[test]
+    fn a_held_star_grants_nothing(config in policy_config(), held in scopes(4), op in op()) {
+        let policy = ScopePolicy::new(&config, Vec::new());
+        let mut starred = held.clone();
+        starred.push(EVERYTHING.to_owned());
+        prop_assert_eq!(allowed(&policy, &starred, &op), allowed(&policy, &held, &op));
     }
 
     /// What an operation requires is the baseline plus the first matching rule's scopes (or the
