@@ -44,6 +44,11 @@ pub fn router() -> Router<Arc<AuthServer>> {
         .route("/oauth/callback", get(callback))
 }
 
+/// The proxy-mode endpoints of a server that has no upstream IdP.
+fn not_in_proxy_mode() -> Response {
+    pages::error_page(StatusCode::NOT_FOUND, "Not found", "No such page.")
+}
+
 pub(super) fn password_sign_in_disabled(upstream: &Federation) -> Response {
     pages::error_page(
         StatusCode::NOT_FOUND,
@@ -75,7 +80,7 @@ pub(super) async fn anonymous_consent_page(
     pending: &PendingAuthorization,
 ) -> Response {
     let Some(upstream) = &server.upstream else {
-        return pages::error_page(StatusCode::NOT_FOUND, "Not found", "No such page.");
+        return not_in_proxy_mode();
     };
     // The form's submission ends in a redirect upstream, which `form-action` must allow.
     match upstream.endpoints().await {
@@ -96,7 +101,7 @@ pub(super) async fn anonymous_consent_page(
 
 async fn start(State(server): State<Arc<AuthServer>>, request: http::Request<Body>) -> Response {
     let Some(upstream) = server.upstream.clone() else {
-        return pages::error_page(StatusCode::NOT_FOUND, "Not found", "No such page.");
+        return not_in_proxy_mode();
     };
     let (parts, body) = request.into_parts();
     let (pending, fields) = match pending_form(&server, &parts.headers, body).await {
@@ -183,7 +188,7 @@ async fn callback(
     RawQuery(query): RawQuery,
 ) -> Response {
     let Some(upstream) = server.upstream.clone() else {
-        return pages::error_page(StatusCode::NOT_FOUND, "Not found", "No such page.");
+        return not_in_proxy_mode();
     };
     let mut response = finish(&server, &upstream, &headers, query.as_deref().unwrap_or("")).await;
     // Whatever happened, the sign-in is over: its cookie goes.
