@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Token-endpoint throughput (issue 6): authorization-code exchanges and refresh rotations per
 # second on mcpgate's built-in AS with SQLite and with PostgreSQL, against oidc-provider's token
-# endpoint (tools/peers/idp/oidc.mjs, in-memory adapter). bench/lib/token_bench.mjs does the work
-# (see its header); rounds are interleaved so background load hits every system alike.
+# endpoint (tools/peers/idp/oidc.mjs, in-memory adapter, ES256 like mcpgate). bench/lib/token_bench.mjs
+# does the work (see its header: same grant shape on both sides); rounds are interleaved so
+# background load hits every system alike. Ends with a summary: per system the range over rounds,
+# and per round the ratio to oidc-provider's result of the same round.
 #
 #   bench/token-endpoint.sh
-#   TOKEN_ROUNDS=2 TOKEN_CODES=200 TOKEN_CONCURRENCY=8 TOKEN_SECONDS=5 MCPGATE=path
+#   TOKEN_ROUNDS=3 TOKEN_CODES=1000 TOKEN_CONCURRENCY=8 TOKEN_SECONDS=5 MCPGATE=path
 #   TOKEN_PG=postgres://postgres@127.0.0.1:5432/test   admin URL; a scratch database is created
 #                                                       and dropped ("" skips PostgreSQL)
 # Output: one JSON line per system and round (also test-artifacts/token-endpoint/results.jsonl).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${TOKEN_OUT:-$ROOT/test-artifacts/token-endpoint}"
-ROUNDS="${TOKEN_ROUNDS:-2}" CODES="${TOKEN_CODES:-200}" K="${TOKEN_CONCURRENCY:-8}" SECS="${TOKEN_SECONDS:-5}"
+ROUNDS="${TOKEN_ROUNDS:-3}" CODES="${TOKEN_CODES:-1000}" K="${TOKEN_CONCURRENCY:-8}" SECS="${TOKEN_SECONDS:-5}"
 PG_ADMIN="${TOKEN_PG-postgres://postgres@127.0.0.1:5432/test}"
 if [[ -z "${MCPGATE:-}" ]]; then
   (cd "$ROOT" && cargo build --release -q -p mcpgate --bin mcpgate)
@@ -47,7 +49,7 @@ if [[ -n "$PG_ADMIN" ]] && psql "$PG_ADMIN" -qc "select 1" >/dev/null 2>&1; then
   SYSTEMS+=(mcpgate-postgres)
 fi
 IDP_PORT=$(free_port)
-(cd "$ROOT/tools/peers" && exec env PORT="$IDP_PORT" JWKS_FILE="$OUT/idp-keys.json" RESOURCE="http://127.0.0.1:9/mcp" \
+(cd "$ROOT/tools/peers" && exec env PORT="$IDP_PORT" AT_ALG=ES256 JWKS_FILE="$OUT/idp-keys.json" RESOURCE="http://127.0.0.1:9/mcp" \
   node idp/oidc.mjs >"$OUT/oidc.log" 2>&1) &
 PIDS+=("$!")
 for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration" 2>/dev/null && break; sleep 0.1; done
@@ -66,3 +68,18 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/env.txt" >&2
+python3 - "$OUT/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+systems = list(dict.fromkeys(r["system"] for r in rows))
+peer = {r["round"]: r for r in rows if r["system"] == "oidc-provider"}
+rng = lambda xs: f"{min(xs):.0f}-{max(xs):.0f}" if xs else "-"
+print("\nsystem             exchanges/s  rotations/s  ratio to oidc-provider (exchanges, rotations)")
+for s in systems:
+    mine = [r for r in rows if r["system"] == s]
+    ex, rot = [r["exchanges_per_s"] for r in mine], [r["refreshes_per_s"] for r in mine]
+    rx = [r["exchanges_per_s"] / peer[r["round"]]["exchanges_per_s"] for r in mine if r["round"] in peer]
+    rr = [r["refreshes_per_s"] / peer[r["round"]]["refreshes_per_s"] for r in mine if r["round"] in peer]
+    ratio = f"{min(rx):.1f}-{max(rx):.1f}x, {min(rr):.1f}-{max(rr):.1f}x" if rx and s != "oidc-provider" else ""
+    print(f"{s:<18} {rng(ex):>11}  {rng(rot):>11}  {ratio}")
+PY

@@ -5,10 +5,16 @@
 //                        [--concurrency 8] [--seconds 5] [--resource URL]
 //
 // Both sides use a public client registered by DCR (PKCE S256, token_endpoint_auth_method none), so
-// both rotate refresh tokens on every use. Codes are collected first (logins are not timed: mcpgate
-// hashes the password with Argon2id, oidc-provider's devInteractions accept any password), then
-// exchanged with `concurrency` requests in flight; then `concurrency` families are refreshed in a
-// loop for `seconds`, each worker using the refresh token it was just given. Prints one JSON line.
+// both rotate refresh tokens on every use, and both sign ES256 JWT access tokens (run oidc.mjs with
+// AT_ALG=ES256; the client registers id_token_signed_response_alg ES256). oidc-provider needs the
+// `openid` scope to issue refresh tokens, so it also signs an ID token per exchange and refresh:
+// one more ES256 signature than mcpgate per request, the one asymmetry left.
+// Codes are collected first, untimed (for mcpgate by 4 browsers that each sign in once: it hashes
+// the password with Argon2id; oidc-provider's devInteractions accept any password), then exchanged
+// with `concurrency` requests in flight; then `concurrency` families are refreshed in a loop for
+// `seconds`, each worker using the refresh token it was just given. Prints one JSON line, with the
+// client's own CPU use per phase (`*_client_cpu`, fraction of one core): near 1.0 would mean the
+// client, not the server, is the limit.
 import { parseArgs } from "node:util";
 import { createHash, randomBytes } from "node:crypto";
 
@@ -51,16 +57,16 @@ async function register() {
   const res = await fetch(`${base}${path}`, {
     method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ client_name: "token-bench", redirect_uris: [REDIRECT], token_endpoint_auth_method: "none",
-      grant_types: ["authorization_code", "refresh_token"], response_types: ["code"] }),
+      grant_types: ["authorization_code", "refresh_token"], response_types: ["code"],
+      ...(o.as === "oidc" ? { id_token_signed_response_alg: "ES256" } : {}) }),
   });
   const body = await res.json();
   if (!body.client_id) throw new Error(`registration: ${res.status} ${JSON.stringify(body)}`);
   return body.client_id;
 }
 
-async function code(clientId) {
+async function code(clientId, hop) {
   const verifier = randomBytes(32).toString("base64url");
-  const hop = jar();
   const params = { response_type: "code", client_id: clientId, redirect_uri: REDIRECT, scope, state: "s", resource,
     code_challenge: createHash("sha256").update(verifier).digest("base64url"), code_challenge_method: "S256" };
   if (o.as === "oidc") params.prompt = "consent";
@@ -103,29 +109,38 @@ async function token(body) {
 async function pool(items, k, fn) {
   let i = 0;
   const out = [];
-  await Promise.all(Array.from({ length: k }, async () => {
+  await Promise.all(Array.from({ length: k }, async (_, worker) => {
     while (i < items.length) {
       const j = i++;
-      out[j] = await fn(items[j]);
+      out[j] = await fn(items[j], worker);
     }
   }));
   return out;
 }
 
+// Fraction of one core the client used since `since` (from process.cpuUsage) over `secs`.
+const cpu = (since, secs) => { const u = process.cpuUsage(since); return +((u.user + u.system) / 1e6 / secs).toFixed(2); };
+
 const clientId = await register();
 const n = Number(o.codes);
-const codes = await pool(Array.from({ length: n }), 4, () => code(clientId));
+const browsers = Array.from({ length: 4 }, () => jar());
+// oidc-provider: a fresh browser per code (a code issued in a session that got a newer one fails
+// to exchange); its sign-in costs nothing.
+const codes = await pool(Array.from({ length: n }), 4, (_, worker) => code(clientId, o.as === "oidc" ? jar() : browsers[worker]));
 let t = performance.now();
+let cpu0 = process.cpuUsage();
 const exchanged = await pool(codes, K, ({ code, verifier }) => token({
   grant_type: "authorization_code", code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: clientId, resource,
 }));
 const exchangeSecs = (performance.now() - t) / 1000;
+const exchangeCpu = cpu(cpu0, exchangeSecs);
 const okExchanges = exchanged.filter((r) => r.status === 200 && r.json.refresh_token);
 if (okExchanges.length < K) throw new Error(`exchanges failed: ${JSON.stringify(exchanged.find((r) => r.status !== 200))}`);
 
 const stopAt = performance.now() + Number(o.seconds) * 1000;
 let rotations = 0, failures = 0, rotated = 0;
 t = performance.now();
+cpu0 = process.cpuUsage();
 await Promise.all(okExchanges.slice(0, K).map(async ({ json }) => {
   let rt = json.refresh_token;
   while (performance.now() < stopAt) {
@@ -137,8 +152,9 @@ await Promise.all(okExchanges.slice(0, K).map(async ({ json }) => {
   }
 }));
 const refreshSecs = (performance.now() - t) / 1000;
+const refreshCpu = cpu(cpu0, refreshSecs);
 console.log(JSON.stringify({
   as: o.as, concurrency: K,
-  exchanges: okExchanges.length, exchange_failures: n - okExchanges.length, exchanges_per_s: +(okExchanges.length / exchangeSecs).toFixed(1),
-  refreshes: rotations, refresh_failures: failures, refreshes_rotated: rotated, refreshes_per_s: +(rotations / refreshSecs).toFixed(1),
+  exchanges: okExchanges.length, exchange_failures: n - okExchanges.length, exchanges_per_s: +(okExchanges.length / exchangeSecs).toFixed(1), exchange_client_cpu: exchangeCpu,
+  refreshes: rotations, refresh_failures: failures, refreshes_rotated: rotated, refreshes_per_s: +(rotations / refreshSecs).toFixed(1), refresh_client_cpu: refreshCpu,
 }));

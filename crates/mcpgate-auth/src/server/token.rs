@@ -23,7 +23,8 @@ use crate::ScopeSet;
 use crate::resource::claims::now_secs;
 use crate::resource::normalise_resource;
 use crate::store::{
-    CodeRedemption, RefreshRedemption, RefreshToken, StoreError, Timestamp, TokenFamily,
+    AuthorizationCode, CodeExchange, RefreshRedemption, RefreshRotation, RefreshToken, StoreError,
+    Timestamp, TokenFamily,
 };
 
 pub fn router() -> Router<Arc<AuthServer>> {
@@ -234,34 +235,50 @@ fn sign_access_token(
     Ok((token, ttl))
 }
 
-/// A new refresh token and its stored form.
-fn new_refresh(
-    server: &AuthServer,
-    family_id: &str,
-    scope: &ScopeSet,
-    resource: &str,
-    now: Timestamp,
-) -> (String, RefreshToken) {
-    let token = secrets::random_token();
-    let stored = RefreshToken {
-        token_hash: secrets::hash(&token),
-        family_id: family_id.to_owned(),
-        scope: scope.clone(),
-        resource: resource.to_owned(),
-        expires_at: now + server.config.refresh_token_ttl.as_secs() as i64,
-        created_at: now,
-        rotated_at: None,
-    };
-    (token, stored)
+/// What an `authorization_code` request must match in the code it presents.
+struct CodeRequest {
+    client_id: String,
+    redirect_uri: String,
+    verifier: String,
+    resource: Option<String>,
 }
 
-async fn username(server: &AuthServer, user_id: &str) -> Result<String, OAuthError> {
-    server
-        .store
-        .user_by_id(user_id)
-        .await?
-        .map(|u| u.username)
-        .ok_or_else(|| OAuthError::invalid_grant("the user of this grant no longer exists"))
+impl CodeRequest {
+    /// Whether this request may have a grant from `code` (whose user is `username`, `None` if
+    /// the user is gone); the error says why not. Pure: it runs inside the store's transaction
+    /// to decide, and again outside to explain a refusal.
+    fn check(&self, code: &AuthorizationCode, username: Option<&str>) -> Result<(), OAuthError> {
+        if code.client_id != self.client_id {
+            return Err(OAuthError::invalid_grant(
+                "the authorization code was issued to another client",
+            ));
+        }
+        if code.redirect_uri != self.redirect_uri {
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        if !secrets::pkce_matches(&self.verifier, &code.code_challenge) {
+            return Err(OAuthError::invalid_grant(
+                "code_verifier does not match the code challenge",
+            ));
+        }
+        if let Some(resource) = &self.resource
+            && !same_resource(resource, &code.resource)
+        {
+            return Err(OAuthError::invalid_target(
+                "the resource differs from the one authorized",
+            ));
+        }
+        if username.is_none() {
+            return Err(user_gone());
+        }
+        Ok(())
+    }
+}
+
+fn user_gone() -> OAuthError {
+    OAuthError::invalid_grant("the user of this grant no longer exists")
 }
 
 async fn authorization_code(
@@ -286,66 +303,51 @@ async fn authorization_code(
     let redirect_uri = form
         .get("redirect_uri")
         .ok_or_else(|| OAuthError::invalid_request("redirect_uri is required"))?;
-    let requested_resource = form.resource()?;
+    let request = Arc::new(CodeRequest {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_owned(),
+        verifier: verifier.to_owned(),
+        resource: form.resource()?.map(str::to_owned),
+    });
     let now = now_secs();
     let code_hash = secrets::hash(code);
 
-    let code = match server.store.redeem_code(&code_hash, now).await? {
-        CodeRedemption::Fresh(code) => code,
-        CodeRedemption::Replayed(code) => {
-            if let Some(family_id) = &code.family_id {
-                server.store.revoke_family(family_id, now).await?;
-            }
-            tracing::warn!(client_id = %code.client_id, "authorization code replayed; its grant is revoked");
-            return Err(OAuthError::invalid_grant(
-                "the authorization code was already used",
-            ));
-        }
-        CodeRedemption::Unknown => {
-            return Err(OAuthError::invalid_grant(
-                "the authorization code is invalid or expired",
-            ));
-        }
+    // Everything random or derived from the request is prepared here, outside the store's
+    // write lock; the grant only fills in what the code says.
+    let family_id = secrets::random_token();
+    let refresh = may_refresh(client).then(secrets::random_token);
+    let refresh_hash = refresh.as_deref().map(secrets::hash);
+    let refresh_ttl = server.config.refresh_token_ttl.as_secs() as i64;
+    let grant = {
+        let request = Arc::clone(&request);
+        let family_id = family_id.clone();
+        Box::new(move |code: &AuthorizationCode, username: Option<&str>| {
+            request.check(code, username).ok()?;
+            let family = TokenFamily {
+                family_id: family_id.clone(),
+                client_id: request.client_id.clone(),
+                user_id: Some(code.user_id.clone()),
+                scope: code.scope.clone(),
+                resource: code.resource.clone(),
+                created_at: now,
+                revoked_at: None,
+            };
+            let first = refresh_hash.map(|token_hash| RefreshToken {
+                token_hash,
+                family_id,
+                scope: code.scope.clone(),
+                resource: code.resource.clone(),
+                expires_at: now + refresh_ttl,
+                created_at: now,
+                rotated_at: None,
+            });
+            Some((family, first))
+        })
     };
-    // The code is spent from here on, whatever happens next.
-    if code.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the authorization code was issued to another client",
-        ));
-    }
-    if code.redirect_uri != redirect_uri {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri does not match the authorization request",
-        ));
-    }
-    if !secrets::pkce_matches(verifier, &code.code_challenge) {
-        return Err(OAuthError::invalid_grant(
-            "code_verifier does not match the code challenge",
-        ));
-    }
-    if let Some(resource) = requested_resource
-        && !same_resource(resource, &code.resource)
-    {
-        return Err(OAuthError::invalid_target(
-            "the resource differs from the one authorized",
-        ));
-    }
-    let username = username(server, &code.user_id).await?;
-
-    let family = TokenFamily {
-        family_id: secrets::random_token(),
-        client_id: client.client_id.clone(),
-        user_id: Some(code.user_id.clone()),
-        scope: code.scope.clone(),
-        resource: code.resource.clone(),
-        created_at: now,
-        revoked_at: None,
-    };
-    let refresh = may_refresh(client)
-        .then(|| new_refresh(server, &family.family_id, &code.scope, &code.resource, now));
-    server
+    // One transaction: the code is spent, and on its first use the grant is created, together.
+    let exchanged = server
         .store
-        .create_family(&family, refresh.as_ref().map(|(_, r)| r), Some(&code_hash))
+        .exchange_code(&code_hash, now, grant)
         .await
         .map_err(|e| match e {
             // Linked already (a concurrent exchange of the same code won).
@@ -354,13 +356,34 @@ async fn authorization_code(
             }
             other => other.into(),
         })?;
+    let (code, username) = match exchanged {
+        CodeExchange::Issued { code, username } => (code, username),
+        // The code is spent, whatever the reason of the refusal.
+        CodeExchange::Refused { code, username } => {
+            return Err(request
+                .check(&code, username.as_deref())
+                .err()
+                .unwrap_or_else(user_gone));
+        }
+        CodeExchange::Replayed(code) => {
+            tracing::warn!(client_id = %code.client_id, "authorization code replayed; its grant is revoked");
+            return Err(OAuthError::invalid_grant(
+                "the authorization code was already used",
+            ));
+        }
+        CodeExchange::Unknown => {
+            return Err(OAuthError::invalid_grant(
+                "the authorization code is invalid or expired",
+            ));
+        }
+    };
     let (access_token, expires_in) = sign_access_token(
         server,
         &client.client_id,
         Subject {
             sub: &code.user_id,
-            username: Some(username),
-            family_id: Some(&family.family_id),
+            username,
+            family_id: Some(&family_id),
         },
         &code.resource,
         &code.scope,
@@ -370,8 +393,51 @@ async fn authorization_code(
         access_token,
         expires_in,
         scope: code.scope,
-        refresh_token: refresh.map(|(token, _)| token),
+        refresh_token: refresh,
     })
+}
+
+/// What a `refresh_token` request must match in the token it presents.
+struct RefreshRequest {
+    client_id: String,
+    scope: Option<ScopeSet>,
+    resource: Option<String>,
+}
+
+impl RefreshRequest {
+    /// Whether this request may use `token` of `family` (whose user is `username`); the error
+    /// says why not. Pure: it runs inside the store's transaction, before anything is rotated,
+    /// and again outside to explain a refusal.
+    fn check(
+        &self,
+        token: &RefreshToken,
+        family: &TokenFamily,
+        username: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        if family.client_id != self.client_id {
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was issued to another client",
+            ));
+        }
+        if let Some(requested) = &self.scope
+            && !token.scope.is_superset_of(requested)
+        {
+            return Err(OAuthError::invalid_scope(
+                "the requested scope exceeds the scope of the grant",
+            ));
+        }
+        if let Some(resource) = &self.resource
+            && !same_resource(resource, &token.resource)
+        {
+            return Err(OAuthError::invalid_target(
+                "the resource differs from the one of the grant",
+            ));
+        }
+        if family.user_id.is_some() && username.is_none() {
+            return Err(user_gone());
+        }
+        Ok(())
+    }
 }
 
 async fn refresh_token(
@@ -387,67 +453,63 @@ async fn refresh_token(
             "this client may not use the refresh_token grant",
         ));
     }
-    let requested_scope = form.get("scope").map(ScopeSet::parse);
-    let requested_resource = form.resource()?;
+    let request = Arc::new(RefreshRequest {
+        client_id: client.client_id.clone(),
+        scope: form
+            .get("scope")
+            .map(ScopeSet::parse)
+            .filter(|s| !s.is_empty()),
+        resource: form.resource()?.map(str::to_owned),
+    });
     let now = now_secs();
     let token_hash = secrets::hash(presented);
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
 
-    // Checks that must not rotate anything when they fail: read first, then redeem.
-    let token = server
-        .store
-        .refresh_token(&token_hash)
-        .await?
-        .ok_or_else(invalid)?;
-    let family = server
-        .store
-        .family(&token.family_id)
-        .await?
-        .ok_or_else(invalid)?;
-    if family.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the refresh token was issued to another client",
-        ));
-    }
-    let scope = match requested_scope {
-        Some(requested) if !requested.is_empty() => {
-            if !token.scope.is_superset_of(&requested) {
-                return Err(OAuthError::invalid_scope(
-                    "the requested scope exceeds the scope of the grant",
-                ));
-            }
-            requested
-        }
-        _ => token.scope.clone(),
+    // The successor is made before the store has found the token (outside its write lock);
+    // the store puts it in the presented token's family with that token's scope and resource.
+    let successor_token = secrets::random_token();
+    let successor = RefreshToken {
+        token_hash: secrets::hash(&successor_token),
+        family_id: String::new(),
+        scope: ScopeSet::default(),
+        resource: String::new(),
+        expires_at: now + server.config.refresh_token_ttl.as_secs() as i64,
+        created_at: now,
+        rotated_at: None,
     };
-    if let Some(resource) = requested_resource
-        && !same_resource(resource, &token.resource)
-    {
-        return Err(OAuthError::invalid_target(
-            "the resource differs from the one of the grant",
-        ));
-    }
-    let username = match &family.user_id {
-        Some(user_id) => Some(username(server, user_id).await?),
-        None => None,
-    };
-
-    // The successor keeps the scope of the token it replaces (RFC 6749 §6).
-    let (successor_token, successor) = new_refresh(
-        server,
-        &family.family_id,
-        &token.scope,
-        &token.resource,
-        now,
-    );
     let grace = server.config.refresh_grace.as_secs() as i64;
-    let family = match server
+    let check = {
+        let request = Arc::clone(&request);
+        Box::new(
+            move |token: &RefreshToken, family: &TokenFamily, username: Option<&str>| {
+                request.check(token, family, username).is_ok()
+            },
+        )
+    };
+    // Checks that must not rotate anything when they fail run first, in the same transaction.
+    let rotation = server
         .store
-        .redeem_refresh(&token_hash, &successor, now, grace)
-        .await?
-    {
-        RefreshRedemption::Current { family, .. }
-        | RefreshRedemption::WithinGrace { family, .. } => family,
+        .rotate_refresh(&token_hash, &successor, now, grace, check)
+        .await?;
+    let (redemption, username) = match rotation {
+        RefreshRotation::Refused {
+            token,
+            family,
+            username,
+        } => {
+            return Err(request
+                .check(&token, &family, username.as_deref())
+                .err()
+                .unwrap_or_else(invalid));
+        }
+        RefreshRotation::Redeemed {
+            redemption,
+            username,
+        } => (redemption, username),
+    };
+    let (token, family) = match redemption {
+        RefreshRedemption::Current { token, family }
+        | RefreshRedemption::WithinGrace { token, family } => (token, family),
         RefreshRedemption::Replayed { family } => {
             tracing::warn!(client_id = %family.client_id, "rotated refresh token replayed; its grant is revoked");
             return Err(OAuthError::invalid_grant(
@@ -456,6 +518,7 @@ async fn refresh_token(
         }
         RefreshRedemption::Invalid => return Err(invalid()),
     };
+    let scope = request.scope.clone().unwrap_or_else(|| token.scope.clone());
     let sub = family.user_id.as_deref().unwrap_or(&family.client_id);
     let (access_token, expires_in) = sign_access_token(
         server,

@@ -15,7 +15,8 @@ use crate::ScopeSet;
 /// Seconds since the Unix epoch.
 pub type Timestamp = i64;
 
-#[derive(Debug, thiserror::Error)]
+// Clone: the SQLite group-commit writer reports one failed commit to every request of the batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("already exists: {0}")]
     Conflict(String),
@@ -170,6 +171,66 @@ pub enum RefreshRedemption {
     Invalid,
 }
 
+/// Decides, inside the transaction of [`Store::exchange_code`], whether a code just spent yields
+/// a grant: the family (and its first refresh token) to create, or `None` to refuse (the code
+/// stays spent). Gets the code and the username of its user (`None`: the user is gone). Must be
+/// pure and quick: it runs while the store holds its write lock.
+pub type CodeGrant = Box<
+    dyn FnOnce(&AuthorizationCode, Option<&str>) -> Option<(TokenFamily, Option<RefreshToken>)>
+        + Send,
+>;
+
+/// What [`Store::exchange_code`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeExchange {
+    /// First use, and the grant was created as [`CodeGrant`] asked.
+    Issued {
+        code: AuthorizationCode,
+        username: Option<String>,
+    },
+    /// First use, refused by the [`CodeGrant`]: the code is spent, nothing was issued.
+    Refused {
+        code: AuthorizationCode,
+        username: Option<String>,
+    },
+    /// Second use: what the first use issued is revoked (in the same transaction).
+    Replayed(AuthorizationCode),
+    Unknown,
+}
+
+/// Checks, inside the transaction of [`Store::rotate_refresh`] and before anything changes,
+/// whether the presented refresh token may be used by this request: gets the token, its family
+/// and the username of the family's user (`None`: none, or gone). `false` refuses without
+/// rotating or revoking anything. Must be pure and quick (it runs under the write lock).
+pub type RefreshCheck = Box<dyn FnOnce(&RefreshToken, &TokenFamily, Option<&str>) -> bool + Send>;
+
+/// What [`Store::rotate_refresh`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefreshRotation {
+    /// The [`RefreshCheck`] refused: nothing changed.
+    Refused {
+        token: RefreshToken,
+        family: TokenFamily,
+        username: Option<String>,
+    },
+    /// Redeemed exactly as [`Store::redeem_refresh`] does, with the username of the family's user.
+    Redeemed {
+        redemption: RefreshRedemption,
+        username: Option<String>,
+    },
+}
+
+/// The successor [`Store::rotate_refresh`] stores for `token`: `successor` in the grant of
+/// `token`.
+pub fn successor_of(token: &RefreshToken, successor: &RefreshToken) -> RefreshToken {
+    RefreshToken {
+        family_id: token.family_id.clone(),
+        scope: token.scope.clone(),
+        resource: token.resource.clone(),
+        ..successor.clone()
+    }
+}
+
 /// A signing key. The private half is PKCS#8 DER.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SigningKey {
@@ -255,6 +316,80 @@ pub trait Store: Send + Sync + 'static {
         grace_secs: i64,
     ) -> StoreResult<RefreshRedemption>;
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
+
+    /// The token endpoint's `authorization_code` grant in one transaction (one commit): spends
+    /// the code; on first use creates the grant `grant` returns (linking the code to it), on a
+    /// replay revokes the grant the first use created. The default composes the single steps
+    /// (two commits); the stores override it.
+    async fn exchange_code(
+        &self,
+        code_hash: &str,
+        now: Timestamp,
+        grant: CodeGrant,
+    ) -> StoreResult<CodeExchange> {
+        match self.redeem_code(code_hash, now).await? {
+            CodeRedemption::Fresh(code) => {
+                let username = self.user_by_id(&code.user_id).await?.map(|u| u.username);
+                let Some((family, first)) = grant(&code, username.as_deref()) else {
+                    return Ok(CodeExchange::Refused { code, username });
+                };
+                self.create_family(&family, first.as_ref(), Some(code_hash))
+                    .await?;
+                Ok(CodeExchange::Issued { code, username })
+            }
+            CodeRedemption::Replayed(code) => {
+                if let Some(family_id) = &code.family_id {
+                    self.revoke_family(family_id, now).await?;
+                }
+                Ok(CodeExchange::Replayed(code))
+            }
+            CodeRedemption::Unknown => Ok(CodeExchange::Unknown),
+        }
+    }
+
+    /// The token endpoint's `refresh_token` grant in one transaction: finds the token and its
+    /// family, lets `check` refuse without side effects, then redeems as
+    /// [`Store::redeem_refresh`] does. The successor stored is `successor` with the presented
+    /// token's family, scope and resource (a rotation never changes the grant, RFC 6749 §6).
+    /// The default composes the single steps; the stores override it.
+    async fn rotate_refresh(
+        &self,
+        token_hash: &str,
+        successor: &RefreshToken,
+        now: Timestamp,
+        grace_secs: i64,
+        check: RefreshCheck,
+    ) -> StoreResult<RefreshRotation> {
+        let invalid = RefreshRotation::Redeemed {
+            redemption: RefreshRedemption::Invalid,
+            username: None,
+        };
+        let Some(token) = self.refresh_token(token_hash).await? else {
+            return Ok(invalid);
+        };
+        let Some(family) = self.family(&token.family_id).await? else {
+            return Ok(invalid);
+        };
+        let username = match &family.user_id {
+            Some(user_id) => self.user_by_id(user_id).await?.map(|u| u.username),
+            None => None,
+        };
+        if !check(&token, &family, username.as_deref()) {
+            return Ok(RefreshRotation::Refused {
+                token,
+                family,
+                username,
+            });
+        }
+        let successor = successor_of(&token, successor);
+        let redemption = self
+            .redeem_refresh(token_hash, &successor, now, grace_secs)
+            .await?;
+        Ok(RefreshRotation::Redeemed {
+            redemption,
+            username,
+        })
+    }
     async fn revoke_family(&self, family_id: &str, now: Timestamp) -> StoreResult<()>;
     /// Revokes every grant of a user and/or client; returns the revoked family ids.
     async fn revoke_grants(

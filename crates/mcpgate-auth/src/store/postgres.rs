@@ -22,9 +22,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Decode, PgExecutor, Postgres, Row, Transaction, Type};
 
 use super::{
-    AuthorizationCode, BrowserSession, Client, ClientSource, CodeRedemption, PendingAuthorization,
-    RefreshRedemption, RefreshToken, Revocations, SigningKey, Store, StoreError, StoreResult,
-    Timestamp, TokenFamily, UpstreamLogin, User,
+    AuthorizationCode, BrowserSession, Client, ClientSource, CodeExchange, CodeGrant,
+    CodeRedemption, PendingAuthorization, RefreshCheck, RefreshRedemption, RefreshRotation,
+    RefreshToken, Revocations, SigningKey, Store, StoreError, StoreResult, Timestamp, TokenFamily,
+    UpstreamLogin, User,
 };
 use crate::ScopeSet;
 
@@ -453,9 +454,28 @@ async fn redeem_refresh_in(
     if unlocked.expires_at <= now {
         return Ok(RefreshRedemption::Invalid);
     }
-    let Some(mut family) =
-        fetch_family(&mut *conn, &unlocked.family_id, "FOR NO KEY UPDATE").await?
-    else {
+    redeem_locked(
+        conn,
+        token_hash,
+        &unlocked.family_id,
+        successor,
+        now,
+        grace_secs,
+    )
+    .await
+}
+
+/// The rest of [`redeem_refresh_in`] once the token was read unlocked and found unexpired:
+/// lock the family, then the token, decide on what they hold now, write.
+async fn redeem_locked(
+    conn: &mut PgConnection,
+    token_hash: &str,
+    family_id: &str,
+    successor: &RefreshToken,
+    now: Timestamp,
+    grace_secs: i64,
+) -> StoreResult<RefreshRedemption> {
+    let Some(mut family) = fetch_family(&mut *conn, family_id, "FOR NO KEY UPDATE").await? else {
         return Ok(RefreshRedemption::Invalid);
     };
     if family.revoked_at.is_some() {
@@ -467,22 +487,13 @@ async fn redeem_refresh_in(
     };
     match token.rotated_at {
         None => {
-            sqlx::query(
-                "UPDATE refresh_tokens SET rotated_at = $1, successor = $2 WHERE token_hash = $3",
-            )
-            .bind(now)
-            .bind(&successor.token_hash)
-            .bind(token_hash)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_err)?;
+            issue_successor(conn, successor, &family.family_id, now, Some(token_hash)).await?;
             token.rotated_at = Some(now);
-            issue_successor(conn, successor, &family.family_id, now).await?;
             Ok(RefreshRedemption::Current { token, family })
         }
         // Strictly less: with a zero grace window every second presentation is a replay.
         Some(rotated_at) if now - rotated_at < grace_secs => {
-            issue_successor(conn, successor, &family.family_id, now).await?;
+            issue_successor(conn, successor, &family.family_id, now, None).await?;
             Ok(RefreshRedemption::WithinGrace { token, family })
         }
         Some(_) => {
@@ -498,20 +509,89 @@ async fn redeem_refresh_in(
     }
 }
 
+/// Stores `successor` in the (locked) family and records the family's use, and with `rotated`
+/// marks that (locked) token rotated into it: one statement, one round trip.
 async fn issue_successor(
     conn: &mut PgConnection,
     successor: &RefreshToken,
     family_id: &str,
     now: Timestamp,
+    rotated: Option<&str>,
 ) -> StoreResult<()> {
-    insert_refresh(&mut *conn, successor, family_id).await?;
-    sqlx::query("UPDATE token_families SET last_used_at = $1 WHERE family_id = $2")
+    const INSERT: &str = "INSERT INTO refresh_tokens (token_hash, family_id, scope, resource, \
+                          expires_at, created_at, rotated_at) VALUES ($2, $3, $4, $5, $6, $7, $8)";
+    let sql = match rotated {
+        Some(_) => format!(
+            "WITH used AS (UPDATE token_families SET last_used_at = $1 WHERE family_id = $3), \
+             rotated AS (UPDATE refresh_tokens SET rotated_at = $1, successor = $2 \
+             WHERE token_hash = $9) {INSERT}"
+        ),
+        None => format!(
+            "WITH used AS (UPDATE token_families SET last_used_at = $1 WHERE family_id = $3) \
+             {INSERT}"
+        ),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(now)
+        .bind(&successor.token_hash)
         .bind(family_id)
-        .execute(&mut *conn)
+        .bind(successor.scope.to_string())
+        .bind(&successor.resource)
+        .bind(successor.expires_at)
+        .bind(successor.created_at)
+        .bind(successor.rotated_at);
+    if let Some(rotated) = rotated {
+        query = query.bind(rotated);
+    }
+    query
+        .execute(conn)
+        .await
+        .map_err(conflict_or(|| "refresh token".to_owned()))?;
+    Ok(())
+}
+
+/// A refresh token, its family and the username of the family's user, in one unlocked read.
+const FOUND_REFRESH_SQL: &str = "SELECT r.token_hash, r.family_id, r.scope, r.resource, \
+     r.expires_at, r.created_at, r.rotated_at, f.client_id AS f_client_id, \
+     f.user_id AS f_user_id, f.scope AS f_scope, f.resource AS f_resource, \
+     f.created_at AS f_created_at, f.revoked_at AS f_revoked_at, u.username AS username \
+     FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
+     LEFT JOIN users u ON u.id = f.user_id WHERE r.token_hash = $1";
+
+/// The family columns of [`FOUND_REFRESH_SQL`].
+fn found_family_from(row: &PgRow) -> StoreResult<TokenFamily> {
+    Ok(TokenFamily {
+        family_id: col(row, "family_id")?,
+        client_id: col(row, "f_client_id")?,
+        user_id: col(row, "f_user_id")?,
+        scope: scope_col(row, "f_scope")?,
+        resource: col(row, "f_resource")?,
+        created_at: col(row, "f_created_at")?,
+        revoked_at: col(row, "f_revoked_at")?,
+    })
+}
+
+/// The first use of a code, with the username of its user: `None` if the code is not fresh
+/// (unknown, expired, or used before). Locks the code's row until the transaction ends.
+async fn spend_code(
+    conn: &mut PgConnection,
+    code_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<(AuthorizationCode, Option<String>)>> {
+    let sql = format!(
+        "UPDATE authorization_codes SET used_at = $1 \
+         WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+         RETURNING {CODE_COLUMNS}, \
+         (SELECT username FROM users WHERE users.id = authorization_codes.user_id) AS username"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(code_hash)
+        .fetch_optional(conn)
         .await
         .map_err(store_err)?;
-    Ok(())
+    row.map(|row| Ok((code_from(&row)?, col(&row, "username")?)))
+        .transpose()
 }
 
 /// The body of [`Store::create_family`], inside its transaction.
@@ -991,6 +1071,96 @@ impl Store for PostgresStore {
         let outcome = redeem_refresh_in(&mut tx, token_hash, successor, now, grace_secs).await?;
         tx.commit().await.map_err(store_err)?;
         Ok(outcome)
+    }
+
+    async fn exchange_code(
+        &self,
+        code_hash: &str,
+        now: Timestamp,
+        grant: CodeGrant,
+    ) -> StoreResult<CodeExchange> {
+        // The first use spends the code and creates the grant in one transaction (one commit).
+        // The only existing row it locks is the code's (the family and token are new, invisible
+        // to everyone else until the commit), so it cannot take part in a deadlock.
+        let mut tx = self.begin_write().await?;
+        if let Some((code, username)) = spend_code(&mut tx, code_hash, now).await? {
+            let Some((family, first)) = grant(&code, username.as_deref()) else {
+                tx.commit().await.map_err(store_err)?;
+                return Ok(CodeExchange::Refused { code, username });
+            };
+            create_family_in(&mut tx, &family, first.as_ref(), Some(code_hash)).await?;
+            tx.commit().await.map_err(store_err)?;
+            return Ok(CodeExchange::Issued { code, username });
+        }
+        tx.rollback().await.map_err(store_err)?;
+        // Not fresh (rare): the single steps, each its own statement, as before — the code's
+        // row lock is never held while the family's is taken (the store's lock order).
+        match self.redeem_code(code_hash, now).await? {
+            CodeRedemption::Replayed(code) => {
+                if let Some(family_id) = &code.family_id {
+                    self.revoke_family(family_id, now).await?;
+                }
+                Ok(CodeExchange::Replayed(code))
+            }
+            // A code never becomes fresh again; `Fresh` here would be a code created between
+            // the two reads with this very hash, which is as good as unknown to this request.
+            CodeRedemption::Fresh(_) | CodeRedemption::Unknown => Ok(CodeExchange::Unknown),
+        }
+    }
+
+    async fn rotate_refresh(
+        &self,
+        token_hash: &str,
+        successor: &RefreshToken,
+        now: Timestamp,
+        grace_secs: i64,
+        check: RefreshCheck,
+    ) -> StoreResult<RefreshRotation> {
+        let invalid = |username| RefreshRotation::Redeemed {
+            redemption: RefreshRedemption::Invalid,
+            username,
+        };
+        // Unlocked: a token's family, scope, resource and expiry never change, and neither do a
+        // family's client and user, so the check may decide on this read. Whether it is rotated
+        // or revoked is read again under the locks.
+        let row = sqlx::query(FOUND_REFRESH_SQL)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        let Some(row) = row else {
+            return Ok(invalid(None));
+        };
+        let token = refresh_from(&row)?;
+        let family = found_family_from(&row)?;
+        let username: Option<String> = col(&row, "username")?;
+        if !check(&token, &family, username.as_deref()) {
+            return Ok(RefreshRotation::Refused {
+                token,
+                family,
+                username,
+            });
+        }
+        // As in `redeem_refresh_in`: never lock a row `purge_expired` may be deleting.
+        if token.expires_at <= now {
+            return Ok(invalid(username));
+        }
+        let successor = super::successor_of(&token, successor);
+        let mut tx = self.begin_write().await?;
+        let redemption = redeem_locked(
+            &mut tx,
+            token_hash,
+            &token.family_id,
+            &successor,
+            now,
+            grace_secs,
+        )
+        .await?;
+        tx.commit().await.map_err(store_err)?;
+        Ok(RefreshRotation::Redeemed {
+            redemption,
+            username,
+        })
     }
 
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {

@@ -5,22 +5,43 @@
 //! transaction: it takes the write lock up front, so two such transactions never read the same
 //! row and then both act on it (the deferred default would let both read, then fail or, worse,
 //! decide on stale data), and the busy timeout queues them instead of failing.
+//!
+//! # Durability and group commit
+//!
+//! `synchronous=FULL` (set explicitly): a commit returns only once the WAL is on stable storage,
+//! so a token the client has been answered for survives a process crash *and* a power loss.
+//! (`NORMAL` in WAL mode would survive process crashes only; we do not use it.) That costs one
+//! `fsync` per commit, which, taken one request at a time, caps the token endpoint at 1/fsync
+//! (a few hundred per second on ordinary disks). So the token endpoint's writes (code
+//! exchanges, refresh rotations, code redemptions, family creations and revocations) go through
+//! one writer task that commits them in groups: it takes every write queued while the
+//! previous commit was syncing, runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE`
+//! transaction (a failing write is rolled back alone), commits once, and only then answers
+//! each request — never before its write is durable. The writes of a group run one after the
+//! other on one connection, so each sees the ones before it exactly as if they had committed
+//! separately: two rotations of one refresh token in one group still have one winner.
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::BoxFuture;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqliteExecutor, Transaction};
+use tokio::sync::mpsc;
 
 use super::{
-    AuthorizationCode, BrowserSession, Client, ClientSource, CodeRedemption, PendingAuthorization,
-    RefreshRedemption, RefreshToken, Revocations, SigningKey, Store, StoreError, StoreResult,
-    Timestamp, TokenFamily, UpstreamLogin, User,
+    AuthorizationCode, BrowserSession, Client, ClientSource, CodeExchange, CodeGrant,
+    CodeRedemption, PendingAuthorization, RefreshCheck, RefreshRedemption, RefreshRotation,
+    RefreshToken, Revocations, SigningKey, Store, StoreError, StoreResult, Timestamp, TokenFamily,
+    UpstreamLogin, User,
 };
 use crate::ScopeSet;
 
@@ -37,11 +58,15 @@ const USED_CODE_RETENTION_SECS: i64 = 600;
 /// Default for [`SqliteStore::with_family_retention`].
 pub const DEFAULT_FAMILY_RETENTION_SECS: i64 = 7 * 24 * 3600;
 
+/// Most writes one group commit carries (a bound on how long one transaction holds the lock).
+const MAX_GROUP: usize = 64;
+
 /// A [`Store`] on SQLite.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     family_retention_secs: i64,
+    writer: Arc<GroupWriter>,
 }
 
 impl SqliteStore {
@@ -71,7 +96,10 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         } else {
-            options = options.journal_mode(SqliteJournalMode::Wal);
+            // FULL, not NORMAL: see "Durability and group commit" above.
+            options = options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full);
             create_parent_dir(&options).await?;
             pool = pool.max_connections(MAX_CONNECTIONS);
         }
@@ -86,6 +114,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the SQLite store: {e}")))?;
         Ok(Self {
+            writer: Arc::new(GroupWriter::new(pool.clone())),
             pool,
             family_retention_secs: DEFAULT_FAMILY_RETENTION_SECS,
         })
@@ -115,6 +144,192 @@ impl SqliteStore {
             .await
             .map_err(store_err)
     }
+
+    /// Runs `work` in the next group commit and returns its outcome once that is durable.
+    async fn grouped<T: Send + 'static>(&self, work: Work<T>) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        self.writer.submit(Box::new(Job { work, reply }));
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the SQLite writer stopped before committing".to_owned())
+        })?
+    }
+}
+
+// Group commit (see the module documentation).
+
+/// One write of a group: runs on the group's connection inside its transaction. `Err` rolls
+/// back this write alone.
+type Work<T> =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send>;
+
+/// Boxes a write (pins down the closure's higher-ranked signature for type inference).
+fn work<T, F>(f: F) -> Work<T>
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+{
+    Box::new(f)
+}
+
+/// A queued write, its result type erased.
+trait GroupJob: Send {
+    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Reply>>;
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+/// A write that has run, waiting for its group's commit to be answered.
+trait Reply: Send {
+    fn succeeded(&self) -> bool;
+    fn send(self: Box<Self>, commit: &StoreResult<()>);
+}
+
+struct Job<T> {
+    work: Work<T>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+struct Ran<T> {
+    outcome: StoreResult<T>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T: Send + 'static> GroupJob for Job<T> {
+    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Reply>> {
+        let Job { work, reply } = *self;
+        async move {
+            let outcome = work(conn).await;
+            Box::new(Ran { outcome, reply }) as Box<dyn Reply>
+        }
+        .boxed()
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        // The requester may be gone (its client hung up): nobody left to tell.
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl<T: Send + 'static> Reply for Ran<T> {
+    fn succeeded(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    fn send(self: Box<Self>, commit: &StoreResult<()>) {
+        let outcome = match (self.outcome, commit) {
+            (Ok(value), Ok(())) => Ok(value),
+            // Its writes were part of a group that did not commit: nothing happened.
+            (Ok(_), Err(e)) => Err(e.clone()),
+            (Err(e), _) => Err(e),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// The queue of the writer task. The task belongs to the runtime that started it; if that
+/// runtime is gone (a store kept across runtimes), the next write starts a new one.
+struct GroupWriter {
+    pool: SqlitePool,
+    queue: Mutex<mpsc::UnboundedSender<Box<dyn GroupJob>>>,
+}
+
+impl std::fmt::Debug for GroupWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupWriter").finish_non_exhaustive()
+    }
+}
+
+impl GroupWriter {
+    /// Must be called inside a Tokio runtime (the store is opened from async code).
+    fn new(pool: SqlitePool) -> Self {
+        let queue = Mutex::new(spawn_writer(pool.clone()));
+        Self { pool, queue }
+    }
+
+    fn submit(&self, job: Box<dyn GroupJob>) {
+        // A poisoned lock only means another submit panicked; the sender is still sound.
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(mpsc::error::SendError(job)) = queue.send(job) {
+            *queue = spawn_writer(self.pool.clone());
+            if let Err(mpsc::error::SendError(job)) = queue.send(job) {
+                job.fail(StoreError::Unavailable(
+                    "the SQLite writer could not be started".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+fn spawn_writer(pool: SqlitePool) -> mpsc::UnboundedSender<Box<dyn GroupJob>> {
+    let (queue, jobs) = mpsc::unbounded_channel();
+    tokio::spawn(write_groups(pool, jobs));
+    queue
+}
+
+/// The writer task: ends when every handle of the store is gone.
+async fn write_groups(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<Box<dyn GroupJob>>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    // Everything queued while the previous group was committing forms the next group.
+    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        commit_group(&pool, std::mem::take(&mut group)).await;
+    }
+}
+
+async fn commit_group(pool: &SqlitePool, group: Vec<Box<dyn GroupJob>>) {
+    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = store_err(e);
+            for job in group {
+                job.fail(e.clone());
+            }
+            return;
+        }
+    };
+    let mut ran = Vec::with_capacity(group.len());
+    let mut jobs = group.into_iter();
+    let mut broken = None;
+    for job in jobs.by_ref() {
+        if let Err(e) = statement(&mut tx, "SAVEPOINT grouped").await {
+            job.fail(e.clone());
+            broken = Some(e);
+            break;
+        }
+        let reply = job.run(&mut tx).await;
+        let end = if reply.succeeded() {
+            statement(&mut tx, "RELEASE grouped").await
+        } else {
+            match statement(&mut tx, "ROLLBACK TO grouped").await {
+                Ok(()) => statement(&mut tx, "RELEASE grouped").await,
+                Err(e) => Err(e),
+            }
+        };
+        ran.push(reply);
+        if let Err(e) = end {
+            broken = Some(e);
+            break;
+        }
+    }
+    let commit = match broken {
+        // The transaction's state is unknown: undo all of it.
+        Some(e) => {
+            for job in jobs {
+                job.fail(e.clone());
+            }
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+        None => tx.commit().await.map_err(store_err),
+    };
+    for reply in ran {
+        reply.send(&commit);
+    }
+}
+
+async fn statement(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
+    sqlx::query(sql)
+        .execute(conn)
+        .await
+        .map_err(store_err)
+        .map(|_| ())
 }
 
 fn is_in_memory(url: &str) -> bool {
@@ -425,12 +640,85 @@ async fn redeem_refresh_in(
     now: Timestamp,
     grace_secs: i64,
 ) -> StoreResult<RefreshRedemption> {
-    let Some(mut token) = fetch_refresh(&mut *conn, token_hash).await? else {
+    let Some(token) = fetch_refresh(&mut *conn, token_hash).await? else {
         return Ok(RefreshRedemption::Invalid);
     };
-    let Some(mut family) = fetch_family(&mut *conn, &token.family_id).await? else {
+    let Some(family) = fetch_family(&mut *conn, &token.family_id).await? else {
         return Ok(RefreshRedemption::Invalid);
     };
+    redeem_found(conn, token, family, successor, now, grace_secs).await
+}
+
+/// A refresh token, its family and the username of the family's user, in one read.
+const FOUND_REFRESH_SQL: &str = "SELECT r.token_hash, r.family_id, r.scope, r.resource, \
+     r.expires_at, r.created_at, r.rotated_at, f.client_id AS f_client_id, \
+     f.user_id AS f_user_id, f.scope AS f_scope, f.resource AS f_resource, \
+     f.created_at AS f_created_at, f.revoked_at AS f_revoked_at, u.username AS username \
+     FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
+     LEFT JOIN users u ON u.id = f.user_id WHERE r.token_hash = ?";
+
+/// The family columns of [`FOUND_REFRESH_SQL`].
+fn found_family_from(row: &SqliteRow) -> StoreResult<TokenFamily> {
+    Ok(TokenFamily {
+        family_id: row.try_get("family_id").map_err(store_err)?,
+        client_id: row.try_get("f_client_id").map_err(store_err)?,
+        user_id: row.try_get("f_user_id").map_err(store_err)?,
+        scope: scope_from(row, "f_scope")?,
+        resource: row.try_get("f_resource").map_err(store_err)?,
+        created_at: row.try_get("f_created_at").map_err(store_err)?,
+        revoked_at: row.try_get("f_revoked_at").map_err(store_err)?,
+    })
+}
+
+/// The body of [`Store::rotate_refresh`], inside its write transaction: one read, the check,
+/// then the redemption's writes.
+async fn rotate_refresh_in(
+    conn: &mut SqliteConnection,
+    token_hash: &str,
+    successor: &RefreshToken,
+    now: Timestamp,
+    grace_secs: i64,
+    check: RefreshCheck,
+) -> StoreResult<RefreshRotation> {
+    let row = sqlx::query(FOUND_REFRESH_SQL)
+        .bind(token_hash)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_err)?;
+    let Some(row) = row else {
+        return Ok(RefreshRotation::Redeemed {
+            redemption: RefreshRedemption::Invalid,
+            username: None,
+        });
+    };
+    let token = refresh_from(&row)?;
+    let family = found_family_from(&row)?;
+    let username: Option<String> = row.try_get("username").map_err(store_err)?;
+    if !check(&token, &family, username.as_deref()) {
+        return Ok(RefreshRotation::Refused {
+            token,
+            family,
+            username,
+        });
+    }
+    let successor = super::successor_of(&token, successor);
+    let redemption = redeem_found(conn, token, family, &successor, now, grace_secs).await?;
+    Ok(RefreshRotation::Redeemed {
+        redemption,
+        username,
+    })
+}
+
+/// Redeems a refresh token found with its family (same transaction).
+async fn redeem_found(
+    conn: &mut SqliteConnection,
+    mut token: RefreshToken,
+    mut family: TokenFamily,
+    successor: &RefreshToken,
+    now: Timestamp,
+    grace_secs: i64,
+) -> StoreResult<RefreshRedemption> {
+    let token_hash = token.token_hash.clone();
     if family.revoked_at.is_some() || token.expires_at <= now {
         return Ok(RefreshRedemption::Invalid);
     }
@@ -441,7 +729,7 @@ async fn redeem_refresh_in(
             )
             .bind(now)
             .bind(&successor.token_hash)
-            .bind(token_hash)
+            .bind(&token_hash)
             .execute(&mut *conn)
             .await
             .map_err(store_err)?;
@@ -540,6 +828,94 @@ async fn create_family_in(
         }
         Some(None) => Ok(()),
     }
+}
+
+/// The body of [`Store::redeem_code`] (two single-row statements; see there), also returning the
+/// username of the code's user.
+async fn redeem_code_in(
+    conn: &mut SqliteConnection,
+    code_hash: &str,
+    now: Timestamp,
+) -> StoreResult<(CodeRedemption, Option<String>)> {
+    // Of two concurrent first uses exactly one UPDATE matches `used_at IS NULL`; the other falls
+    // through to the replay branch. A code can only go from unused to used, so no interleaving
+    // misclassifies.
+    let sql = format!(
+        "UPDATE authorization_codes SET used_at = ?1 \
+         WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1 \
+         RETURNING {CODE_COLUMNS}, \
+         (SELECT username FROM users WHERE users.id = authorization_codes.user_id) AS username"
+    );
+    let fresh = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(code_hash)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_err)?;
+    if let Some(row) = fresh {
+        let username = row.try_get("username").map_err(store_err)?;
+        return Ok((CodeRedemption::Fresh(code_from(&row)?), username));
+    }
+    // Used before (expired or not): a replay. Recording it lets a family still being
+    // created from the first use be born revoked (see `create_family_in`).
+    let sql = format!(
+        "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, ?1) \
+         WHERE code_hash = ?2 AND used_at IS NOT NULL \
+         RETURNING {CODE_COLUMNS}"
+    );
+    let replayed = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(code_hash)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_err)?;
+    match replayed {
+        Some(row) => Ok((CodeRedemption::Replayed(code_from(&row)?), None)),
+        // Never issued, purged, or expired before its first use.
+        None => Ok((CodeRedemption::Unknown, None)),
+    }
+}
+
+/// The body of [`Store::exchange_code`], inside its write transaction.
+async fn exchange_code_in(
+    conn: &mut SqliteConnection,
+    code_hash: &str,
+    now: Timestamp,
+    grant: CodeGrant,
+) -> StoreResult<CodeExchange> {
+    match redeem_code_in(&mut *conn, code_hash, now).await? {
+        (CodeRedemption::Fresh(code), username) => {
+            let Some((family, first)) = grant(&code, username.as_deref()) else {
+                return Ok(CodeExchange::Refused { code, username });
+            };
+            create_family_in(conn, &family, first.as_ref(), Some(code_hash)).await?;
+            Ok(CodeExchange::Issued { code, username })
+        }
+        (CodeRedemption::Replayed(code), _) => {
+            if let Some(family_id) = &code.family_id {
+                revoke_family_in(conn, family_id, now).await?;
+            }
+            Ok(CodeExchange::Replayed(code))
+        }
+        (CodeRedemption::Unknown, _) => Ok(CodeExchange::Unknown),
+    }
+}
+
+async fn revoke_family_in(
+    conn: &mut SqliteConnection,
+    family_id: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    // Keeps the first revocation time: the denylist has already published it.
+    sqlx::query(
+        "UPDATE token_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(family_id)
+    .execute(conn)
+    .await
+    .map_err(store_err)?;
+    Ok(())
 }
 
 async fn grant_consent_in(
@@ -916,41 +1292,11 @@ impl Store for SqliteStore {
     }
 
     async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption> {
-        // Each step is a single statement, so atomic on its own: of two concurrent first uses
-        // exactly one UPDATE matches `used_at IS NULL`; the other falls through to the replay
-        // branch. A code can only go from unused to used, so no interleaving misclassifies.
-        let sql = format!(
-            "UPDATE authorization_codes SET used_at = ?1 \
-             WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1 \
-             RETURNING {CODE_COLUMNS}"
-        );
-        let fresh = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        if let Some(row) = fresh {
-            return Ok(CodeRedemption::Fresh(code_from(&row)?));
-        }
-        // Used before (expired or not): a replay. Recording it lets a family still being
-        // created from the first use be born revoked (see `create_family_in`).
-        let sql = format!(
-            "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, ?1) \
-             WHERE code_hash = ?2 AND used_at IS NOT NULL \
-             RETURNING {CODE_COLUMNS}"
-        );
-        let replayed = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?;
-        match replayed {
-            Some(row) => Ok(CodeRedemption::Replayed(code_from(&row)?)),
-            // Never issued, purged, or expired before its first use.
-            None => Ok(CodeRedemption::Unknown),
-        }
+        let code_hash = code_hash.to_owned();
+        self.grouped(work(move |conn| {
+            async move { Ok(redeem_code_in(conn, &code_hash, now).await?.0) }.boxed()
+        }))
+        .await
     }
 
     async fn create_family(
@@ -959,9 +1305,13 @@ impl Store for SqliteStore {
         first: Option<&RefreshToken>,
         code_hash: Option<&str>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        create_family_in(&mut tx, family, first, code_hash).await?;
-        tx.commit().await.map_err(store_err)
+        let (family, first) = (family.clone(), first.cloned());
+        let code_hash = code_hash.map(str::to_owned);
+        self.grouped(work(move |conn| {
+            async move { create_family_in(conn, &family, first.as_ref(), code_hash.as_deref()).await }
+                .boxed()
+        }))
+        .await
     }
 
     async fn family(&self, family_id: &str) -> StoreResult<Option<TokenFamily>> {
@@ -975,12 +1325,45 @@ impl Store for SqliteStore {
         now: Timestamp,
         grace_secs: i64,
     ) -> StoreResult<RefreshRedemption> {
-        // BEGIN IMMEDIATE: concurrent redeems of one token queue on the write lock, so only the
-        // first sees it unrotated; the others see it rotated at `now` (grace) or revoke.
-        let mut tx = self.begin_write().await?;
-        let outcome = redeem_refresh_in(&mut tx, token_hash, successor, now, grace_secs).await?;
-        tx.commit().await.map_err(store_err)?;
-        Ok(outcome)
+        // One writer, one write at a time: of concurrent redeems of one token only the first
+        // sees it unrotated; the others see it rotated at `now` (grace) or revoke.
+        let (token_hash, successor) = (token_hash.to_owned(), successor.clone());
+        self.grouped(work(move |conn| {
+            async move { redeem_refresh_in(conn, &token_hash, &successor, now, grace_secs).await }
+                .boxed()
+        }))
+        .await
+    }
+
+    async fn exchange_code(
+        &self,
+        code_hash: &str,
+        now: Timestamp,
+        grant: CodeGrant,
+    ) -> StoreResult<CodeExchange> {
+        let code_hash = code_hash.to_owned();
+        self.grouped(work(move |conn| {
+            async move { exchange_code_in(conn, &code_hash, now, grant).await }.boxed()
+        }))
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        token_hash: &str,
+        successor: &RefreshToken,
+        now: Timestamp,
+        grace_secs: i64,
+        check: RefreshCheck,
+    ) -> StoreResult<RefreshRotation> {
+        let (token_hash, successor) = (token_hash.to_owned(), successor.clone());
+        self.grouped(work(move |conn| {
+            async move {
+                rotate_refresh_in(conn, &token_hash, &successor, now, grace_secs, check).await
+            }
+            .boxed()
+        }))
+        .await
     }
 
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {
@@ -988,16 +1371,11 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_family(&self, family_id: &str, now: Timestamp) -> StoreResult<()> {
-        // Keeps the first revocation time: the denylist has already published it.
-        sqlx::query(
-            "UPDATE token_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(family_id)
-        .execute(&self.pool)
+        let family_id = family_id.to_owned();
+        self.grouped(work(move |conn| {
+            async move { revoke_family_in(conn, &family_id, now).await }.boxed()
+        }))
         .await
-        .map_err(store_err)?;
-        Ok(())
     }
 
     async fn revoke_grants(
