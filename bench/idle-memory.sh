@@ -3,11 +3,14 @@
 #
 #   bench/idle-memory.sh                        counts 1000 and 10000, auth off, release build
 #   IDLE_COUNTS=1000 MCPGATE=path bench/idle-memory.sh
+#   IDLE_HIBERNATE_WAIT=0 bench/idle-memory.sh  skip the hibernated-session waves (~2 min a count)
 #
 # Starts one mcpgate (Streamable HTTP + legacy SSE, no auth, no rate limit) on loopback and runs
 # bench/lib/idle_memory.py against it: per count, N sessions opened and left idle, RSS read; then
-# N SSE streams opened and kept open, RSS read. Prints one JSON line per measurement (also in
-# test-artifacts/idle-memory/results.jsonl).
+# N SSE streams opened and kept open, RSS read. Sessions are measured awake (2 s after opening) and
+# hibernated (opened in 10 waves, each idle IDLE_HIBERNATE_WAIT s, default 13: quiet sessions
+# hibernate after 10 s); RSS is also read after sessions are deleted and streams closed. Prints
+# one JSON line per measurement (also in test-artifacts/idle-memory/results.jsonl).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${IDLE_OUT:-$ROOT/test-artifacts/idle-memory}"
@@ -26,4 +29,5 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/health" 2>/dev/null && break; sleep 0.1; done
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 "$ROOT/bench/lib/idle_memory.py" --port "$PORT" --pid "$PID" --counts "$COUNTS" | tee "$OUT/results.jsonl"
+python3 "$ROOT/bench/lib/idle_memory.py" --port "$PORT" --pid "$PID" --counts "$COUNTS" \
+  --hibernate-wait "${IDLE_HIBERNATE_WAIT:-13}" | tee "$OUT/results.jsonl"

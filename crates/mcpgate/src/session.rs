@@ -21,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 use mcpgate_auth::periodic::spawn_every;
 use mcpgate_auth::{Principal, PrincipalKey};
-use rmcp::transport::streamable_http_server::session::SessionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::session_store::{Opening, SharedSessions};
+use crate::transport::streamable::HibernatingSessions;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -165,9 +165,9 @@ impl SessionBindings {
     }
 
     /// Closes the sessions of revoked grants every `interval` (`mcpgate tokens revoke`).
-    pub fn spawn_revocation_closer<M: SessionManager>(
+    pub fn spawn_revocation_closer(
         self: &Arc<Self>,
-        manager: Arc<M>,
+        manager: Arc<HibernatingSessions>,
         revoked: Arc<dyn Fn(&str) -> bool + Send + Sync>,
         interval: Duration,
         shutdown: CancellationToken,
@@ -177,7 +177,7 @@ impl SessionBindings {
             async move {
                 for id in bindings.sessions_of_revoked_grants(|g| revoked(g)) {
                     tracing::info!(target: "mcpgate::audit", event = "session_closed", reason = "grant_revoked");
-                    let _ = manager.close_session(&id.as_str().into()).await;
+                    manager.end(&id.as_str().into()).await;
                     if let Some(shared) = bindings.shared()
                         && let Err(e) = shared.end(&id).await
                     {
@@ -194,9 +194,9 @@ impl SessionBindings {
     }
 
     /// Drops bindings of sessions the session manager has expired, once a minute.
-    pub fn spawn_sweeper<M: SessionManager>(
+    pub fn spawn_sweeper(
         self: &Arc<Self>,
-        manager: Arc<M>,
+        manager: Arc<HibernatingSessions>,
         shutdown: CancellationToken,
     ) {
         spawn_every(
@@ -212,13 +212,14 @@ impl SessionBindings {
                         if let Some(shared) = bindings.shared()
                             && matches!(shared.binding(&id).await, Ok(None))
                         {
-                            let _ = manager.close_session(&id.as_str().into()).await;
+                            manager.end(&id.as_str().into()).await;
                             bindings.unbind(&id);
                             continue;
                         }
-                        // Expired here. With a shared store it may live on elsewhere, and come
-                        // back here restored from the store.
-                        if !matches!(manager.has_session(&id.as_str().into()).await, Ok(true)) {
+                        // Expired here (a hibernating session is still known). With a shared
+                        // store it may live on elsewhere, and come back here restored from the
+                        // store.
+                        if !manager.knows(&id) {
                             bindings.unbind(&id);
                         }
                     }
