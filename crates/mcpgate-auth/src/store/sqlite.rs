@@ -285,28 +285,28 @@ async fn commit_group(pool: &SqlitePool, group: Vec<Box<dyn GroupJob>>) {
         }
     };
     let mut ran = Vec::with_capacity(group.len());
-    let mut jobs = group.into_iter();
-    let mut broken = None;
-    for job in jobs.by_ref() {
-        if let Err(e) = statement(&mut tx, "SAVEPOINT grouped").await {
-            job.fail(e.clone());
-            broken = Some(e);
-            break;
-        }
+    let mut jobs = group.into_iter().peekable();
+    // Each write runs in a savepoint. Closing one and opening the next is a single query, and
+    // the last one is closed by the commit: per write, one round trip to SQLite's thread.
+    let mut broken = statement(&mut tx, "SAVEPOINT grouped").await.err();
+    while broken.is_none() {
+        let Some(job) = jobs.next() else { break };
         let reply = job.run(&mut tx).await;
-        let end = if reply.succeeded() {
-            statement(&mut tx, "RELEASE grouped").await
-        } else {
-            match statement(&mut tx, "ROLLBACK TO grouped").await {
-                Ok(()) => statement(&mut tx, "RELEASE grouped").await,
-                Err(e) => Err(e),
+        let last = jobs.peek().is_none();
+        let end = match (reply.succeeded(), last) {
+            (true, true) => Ok(()),
+            (true, false) => statement(&mut tx, "RELEASE grouped; SAVEPOINT grouped").await,
+            (false, true) => statement(&mut tx, "ROLLBACK TO grouped; RELEASE grouped").await,
+            (false, false) => {
+                statement(
+                    &mut tx,
+                    "ROLLBACK TO grouped; RELEASE grouped; SAVEPOINT grouped",
+                )
+                .await
             }
         };
         ran.push(reply);
-        if let Err(e) = end {
-            broken = Some(e);
-            break;
-        }
+        broken = end.err();
     }
     let commit = match broken {
         // The transaction's state is unknown: undo all of it.
@@ -577,30 +577,6 @@ async fn fetch_refresh<'c>(
         .transpose()
 }
 
-/// Inserts a refresh token into `family_id`, whatever family the caller put in it: at refresh
-/// time the caller cannot know the family before the store has found the presented token.
-async fn insert_refresh(
-    conn: &mut SqliteConnection,
-    token: &RefreshToken,
-    family_id: &str,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, scope, resource, expires_at, \
-         created_at, rotated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&token.token_hash)
-    .bind(family_id)
-    .bind(token.scope.to_string())
-    .bind(&token.resource)
-    .bind(token.expires_at)
-    .bind(token.created_at)
-    .bind(token.rotated_at)
-    .execute(conn)
-    .await
-    .map_err(conflict_or(|| "refresh token".to_owned()))?;
-    Ok(())
-}
-
 /// Revokes the families matching `filter` (a `WHERE` fragment on `token_families` with one
 /// bound parameter) that are not revoked yet, and deletes their refresh tokens: they are dead,
 /// and the family rows stay as the denylist entries. Returns the revoked family ids.
@@ -724,22 +700,13 @@ async fn redeem_found(
     }
     match token.rotated_at {
         None => {
-            sqlx::query(
-                "UPDATE refresh_tokens SET rotated_at = ?, successor = ? WHERE token_hash = ?",
-            )
-            .bind(now)
-            .bind(&successor.token_hash)
-            .bind(&token_hash)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_err)?;
+            issue_successor(conn, successor, &family.family_id, now, Some(&token_hash)).await?;
             token.rotated_at = Some(now);
-            issue_successor(conn, successor, &family.family_id, now).await?;
             Ok(RefreshRedemption::Current { token, family })
         }
         // Strictly less: with a zero grace window every second presentation is a replay.
         Some(rotated_at) if now - rotated_at < grace_secs => {
-            issue_successor(conn, successor, &family.family_id, now).await?;
+            issue_successor(conn, successor, &family.family_id, now, None).await?;
             Ok(RefreshRedemption::WithinGrace { token, family })
         }
         Some(_) => {
@@ -755,33 +722,69 @@ async fn redeem_found(
     }
 }
 
+/// Stores `successor` in the family and records the family's use, and with `rotated` marks that
+/// token rotated into it. One query of several statements (numbered parameters, shared by all):
+/// sqlx runs each query on its connection's worker thread, and the round trip to that thread,
+/// not SQLite, is what a statement costs most. A failing statement stops the rest; the caller's
+/// transaction (or savepoint) undoes the ones before. Beware when writing such queries: sqlx
+/// binds a statement's unused lower-numbered slots from a running count over the whole query
+/// and stops binding once that count passes the number of arguments, so the total of such gaps
+/// must stay below it (here at most 8 gaps for 9 arguments; the rotation tests check the values).
 async fn issue_successor(
     conn: &mut SqliteConnection,
     successor: &RefreshToken,
     family_id: &str,
     now: Timestamp,
+    rotated: Option<&str>,
 ) -> StoreResult<()> {
-    insert_refresh(&mut *conn, successor, family_id).await?;
-    sqlx::query("UPDATE token_families SET last_used_at = ? WHERE family_id = ?")
-        .bind(now)
-        .bind(family_id)
-        .execute(&mut *conn)
+    const INSERT_AND_USE: &str = "INSERT INTO refresh_tokens (token_hash, family_id, scope, \
+         resource, expires_at, created_at, rotated_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8); \
+         UPDATE token_families SET last_used_at = ?1 WHERE family_id = ?3";
+    const ROTATE_INSERT_AND_USE: &str = "UPDATE refresh_tokens SET rotated_at = ?1, \
+         successor = ?2 WHERE token_hash = ?9; \
+         INSERT INTO refresh_tokens (token_hash, family_id, scope, \
+         resource, expires_at, created_at, rotated_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8); \
+         UPDATE token_families SET last_used_at = ?1 WHERE family_id = ?3";
+    let query = sqlx::query(if rotated.is_some() {
+        ROTATE_INSERT_AND_USE
+    } else {
+        INSERT_AND_USE
+    })
+    .bind(now)
+    .bind(&successor.token_hash)
+    .bind(family_id)
+    .bind(successor.scope.to_string())
+    .bind(&successor.resource)
+    .bind(successor.expires_at)
+    .bind(successor.created_at)
+    .bind(successor.rotated_at)
+    .bind(rotated);
+    query
+        .execute(conn)
         .await
-        .map_err(store_err)?;
+        .map_err(conflict_or(|| "refresh token".to_owned()))?;
     Ok(())
 }
 
-/// The body of [`Store::create_family`], inside its write transaction.
+/// The body of [`Store::create_family`], inside its write transaction: the inserts in one query
+/// (see [`issue_successor`] for why), then the code's link.
 async fn create_family_in(
     conn: &mut SqliteConnection,
     family: &TokenFamily,
     first: Option<&RefreshToken>,
     code_hash: Option<&str>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO token_families (family_id, client_id, user_id, scope, resource, \
-         created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
+    const FAMILY: &str = "INSERT INTO token_families (family_id, client_id, user_id, scope, \
+         resource, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    const FAMILY_AND_FIRST: &str = "INSERT INTO token_families (family_id, client_id, user_id, \
+         scope, resource, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7); \
+         INSERT INTO refresh_tokens (token_hash, family_id, scope, resource, \
+         expires_at, created_at, rotated_at) VALUES (?8, ?1, ?9, ?10, ?11, ?12, ?13)";
+    sqlx::query(if first.is_some() {
+        FAMILY_AND_FIRST
+    } else {
+        FAMILY
+    })
     .bind(&family.family_id)
     .bind(&family.client_id)
     .bind(&family.user_id)
@@ -789,12 +792,17 @@ async fn create_family_in(
     .bind(&family.resource)
     .bind(family.created_at)
     .bind(family.revoked_at)
+    .bind(first.map(|t| t.token_hash.as_str()))
+    .bind(first.map(|t| t.scope.to_string()))
+    .bind(first.map(|t| t.resource.as_str()))
+    .bind(first.map(|t| t.expires_at))
+    .bind(first.map(|t| t.created_at))
+    .bind(first.and_then(|t| t.rotated_at))
     .execute(&mut *conn)
     .await
-    .map_err(conflict_or(|| format!("token family {}", family.family_id)))?;
-    if let Some(first) = first {
-        insert_refresh(&mut *conn, first, &family.family_id).await?;
-    }
+    .map_err(conflict_or(|| {
+        format!("token family {} or its refresh token", family.family_id)
+    }))?;
     let Some(code_hash) = code_hash else {
         return Ok(());
     };
