@@ -105,7 +105,7 @@ fn verifier(uri: &str, allow_plain_jwt: bool) -> JwtVerifier {
     JwtVerifier::new(jwks, rules, allow_plain_jwt)
 }
 
-fn rejected(result: Result<Option<mcpgate_auth::Principal>, VerifyError>, expected: &str) {
+fn rejected(result: Result<Option<Arc<mcpgate_auth::Principal>>, VerifyError>, expected: &str) {
     match result {
         Err(VerifyError::Invalid(message)) => {
             assert!(message.contains(expected), "{message:?} lacks {expected:?}")

@@ -66,7 +66,7 @@ async fn local() -> Local {
     }
 }
 
-fn refused(result: Result<Option<mcpgate_auth::Principal>, VerifyError>, expected: &str) {
+fn refused(result: Result<Option<Arc<mcpgate_auth::Principal>>, VerifyError>, expected: &str) {
     match result {
         Err(VerifyError::Invalid(m)) => assert!(m.contains(expected), "{m}"),
         other => panic!("expected a refusal mentioning {expected:?}, got {other:?}"),

@@ -6,7 +6,7 @@
 //! (503): never a silent accept.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -29,8 +29,11 @@ pub struct IntrospectionVerifier {
     http: reqwest::Client,
     settings: IntrospectionSettings,
     rules: ClaimRules,
-    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], Introspected>>,
 }
+
+/// An introspection answer turned into a principal, and until when it is trusted.
+type Introspected = (Arc<Principal>, Instant);
 
 #[derive(serde::Deserialize)]
 struct IntrospectionResponse {
@@ -49,7 +52,7 @@ impl IntrospectionVerifier {
         }
     }
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Principal> {
+    fn cached(&self, key: &[u8; 32]) -> Option<Arc<Principal>> {
         let mut cache = self
             .cache
             .lock()
@@ -64,7 +67,7 @@ impl IntrospectionVerifier {
         }
     }
 
-    fn remember(&self, key: [u8; 32], principal: &Principal, exp: Option<i64>) {
+    fn remember(&self, key: [u8; 32], principal: &Arc<Principal>, exp: Option<i64>) {
         let mut ttl = self.settings.cache_ceiling;
         if let Some(exp) = exp {
             let left = u64::try_from(exp - now_secs()).unwrap_or(0);
@@ -111,7 +114,7 @@ impl IntrospectionVerifier {
 
 #[async_trait]
 impl Verifier for IntrospectionVerifier {
-    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError> {
+    async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.cached(&key) {
             return Ok(Some(principal));
@@ -130,7 +133,7 @@ impl Verifier for IntrospectionVerifier {
         claims
             .exp
             .get_or_insert(now_secs() + self.settings.cache_ceiling.as_secs() as i64);
-        let principal = claims.into_principal(&self.rules)?;
+        let principal = Arc::new(claims.into_principal(&self.rules)?);
         self.remember(key, &principal, exp);
         Ok(Some(principal))
     }

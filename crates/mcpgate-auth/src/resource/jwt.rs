@@ -44,14 +44,35 @@ impl JwtVerifier {
 
 /// A compact JWS has three base64url segments; anything else is not ours to judge.
 pub fn looks_like_jwt(token: &str) -> bool {
-    let mut parts = token.split('.');
-    let shaped = parts.by_ref().take(3).all(|p| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    shaped && token.split('.').count() == 3
+    // One pass with a table: this runs on every request, over tokens of a kilobyte or more.
+    let (mut dots, mut segment_len) = (0, 0);
+    for &b in token.as_bytes() {
+        if b == b'.' {
+            if segment_len == 0 || dots == 2 {
+                return false;
+            }
+            dots += 1;
+            segment_len = 0;
+        } else if BASE64URL[usize::from(b)] {
+            segment_len += 1;
+        } else {
+            return false;
+        }
+    }
+    dots == 2 && segment_len > 0
 }
+
+/// The base64url alphabet (RFC 4648 §5), without padding.
+const BASE64URL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
 
 fn is_access_token_type(typ: Option<&str>) -> bool {
     typ.is_some_and(|t| {
@@ -61,10 +82,9 @@ fn is_access_token_type(typ: Option<&str>) -> bool {
 
 #[async_trait]
 impl Verifier for JwtVerifier {
-    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError> {
-        if !looks_like_jwt(token) {
-            return Ok(None);
-        }
+    async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError> {
+        // The cache first: a hit was a JWT when it was verified, so the shape check (a scan of
+        // the whole token) is only paid on a miss.
         let cache_key = token_key(token);
         if let Some(hit) = self.cache.get(&cache_key) {
             // The key that verified it must still be trusted (still published, and the key set
@@ -73,6 +93,9 @@ impl Verifier for JwtVerifier {
                 return Ok(Some(hit.principal.clone()));
             }
             self.cache.remove(&cache_key);
+        }
+        if !looks_like_jwt(token) {
+            return Ok(None);
         }
         let invalid = |m: &str| VerifyError::Invalid(m.to_owned());
         // `alg: none` and unknown algorithms fail here: they are not in jsonwebtoken's enum.
@@ -101,7 +124,7 @@ impl Verifier for JwtVerifier {
             validation.required_spec_claims.clear();
             match jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation) {
                 Ok(data) => {
-                    let principal = data.claims.into_principal(&self.rules)?;
+                    let principal = Arc::new(data.claims.into_principal(&self.rules)?);
                     self.cache.insert(
                         cache_key,
                         &principal,
@@ -137,6 +160,37 @@ mod tests {
         assert!(!looks_like_jwt("a.b.c.d"));
         assert!(!looks_like_jwt("a..c"));
         assert!(!looks_like_jwt("a.b=.c"));
+        assert!(!looks_like_jwt(".b.c"));
+        assert!(!looks_like_jwt("a.b."));
+        assert!(!looks_like_jwt("a.b.c."));
+        assert!(!looks_like_jwt(""));
+    }
+
+    /// The one-pass check agrees with the definition (three non-empty base64url segments) on
+    /// every string of up to 7 characters over an alphabet that exercises each branch.
+    #[test]
+    fn jwt_shape_matches_the_definition_exhaustively() {
+        fn by_definition(token: &str) -> bool {
+            let segments: Vec<&str> = token.split('.').collect();
+            segments.len() == 3
+                && segments.iter().all(|s| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        }
+        let alphabet = ['a', '.', '_', '='];
+        let mut strings = vec![String::new()];
+        for _ in 0..7 {
+            let longer: Vec<String> = strings
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            for s in &longer {
+                assert_eq!(looks_like_jwt(s), by_definition(s), "{s:?}");
+            }
+            strings = longer;
+        }
     }
 
     #[test]

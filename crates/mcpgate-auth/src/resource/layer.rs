@@ -106,7 +106,7 @@ impl Authenticator {
             Err(BearerError::Missing) => AuthOutcome::Missing,
             Err(e) => AuthOutcome::Malformed(e),
             Ok(token) => match self.chain.verify(token).await {
-                Ok(principal) => AuthOutcome::Accepted(Arc::new(principal)),
+                Ok(principal) => AuthOutcome::Accepted(principal),
                 Err(VerifyError::Invalid(reason)) => AuthOutcome::Rejected(reason),
                 Err(VerifyError::Unavailable(reason)) => AuthOutcome::Unavailable(reason),
             },
@@ -167,7 +167,8 @@ impl Authenticator {
         challenge.into_response()
     }
 
-    fn report(&self, outcome: &AuthOutcome, parts: &http::request::Parts) {
+    /// Tells the observer (audit log, metrics) about an authentication decision.
+    pub fn report(&self, outcome: &AuthOutcome, parts: &http::request::Parts) {
         if let Some(observer) = &self.observer {
             let peer = parts
                 .extensions

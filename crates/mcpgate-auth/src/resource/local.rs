@@ -112,11 +112,9 @@ impl LocalJwtVerifier {
 
 #[async_trait]
 impl Verifier for LocalJwtVerifier {
-    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError> {
-        if !looks_like_jwt(token) {
-            return Ok(None);
-        }
+    async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError> {
         let invalid = |m: &str| VerifyError::Invalid(m.to_owned());
+        // The cache first: a hit was a JWT when it was verified (see `JwtVerifier::verify`).
         let cache_key = token_key(token);
         if let Some(hit) = self.cache.get(&cache_key) {
             // Revocation can happen at any time: checked on every hit, as on a full verification.
@@ -132,6 +130,9 @@ impl Verifier for LocalJwtVerifier {
             }
             // Its key left the ring: verify afresh, as without a cache.
             self.cache.remove(&cache_key);
+        }
+        if !looks_like_jwt(token) {
+            return Ok(None);
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| invalid("the token header is malformed"))?;
@@ -173,6 +174,7 @@ impl Verifier for LocalJwtVerifier {
         }
         let mut principal = data.claims.into_principal(&self.rules)?;
         principal.grant_id = family;
+        let principal = Arc::new(principal);
         self.cache.insert(
             cache_key,
             &principal,

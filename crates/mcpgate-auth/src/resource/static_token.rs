@@ -1,5 +1,7 @@
 //! Static bearer tokens: `MCP_AUTH_TOKEN` and the named tokens of the config file.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -10,9 +12,9 @@ use crate::{Principal, ScopeSet};
 /// One configured token. Only its SHA-256 digest is kept in memory after construction.
 #[derive(Clone)]
 pub struct StaticToken {
-    name: String,
     digest: [u8; 32],
-    scopes: ScopeSet,
+    /// The principal every request with this token is: built once, shared.
+    principal: Arc<Principal>,
 }
 
 impl StaticToken {
@@ -21,23 +23,24 @@ impl StaticToken {
         secret: &str,
         scopes: impl IntoIterator<Item = S>,
     ) -> Self {
+        let name = name.into();
+        let scopes: ScopeSet = scopes.into_iter().collect();
         Self {
-            name: name.into(),
             digest: Sha256::digest(secret.as_bytes()).into(),
-            scopes: scopes.into_iter().collect(),
+            principal: Arc::new(Principal::from_static_token(&name, scopes)),
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.principal.subject
     }
 }
 
 impl std::fmt::Debug for StaticToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StaticToken")
-            .field("name", &self.name)
-            .field("scopes", &self.scopes)
+            .field("name", &self.principal.subject)
+            .field("scopes", &self.principal.scopes)
             .finish_non_exhaustive()
     }
 }
@@ -73,10 +76,8 @@ impl StaticTokenVerifier {
 
 #[async_trait]
 impl Verifier for StaticTokenVerifier {
-    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError> {
-        Ok(self
-            .find(token)
-            .map(|t| Principal::from_static_token(&t.name, t.scopes.clone())))
+    async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError> {
+        Ok(self.find(token).map(|t| t.principal.clone()))
     }
 }
 

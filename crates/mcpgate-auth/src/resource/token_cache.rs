@@ -12,6 +12,7 @@
 //! - Bounded: when full, expired entries are purged first, then the entries closest to their end.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ impl TokenCacheSettings {
 /// What a verifier remembers about a token it verified.
 #[derive(Debug)]
 pub struct CachedToken {
-    pub principal: Principal,
+    pub principal: Arc<Principal>,
     /// The token's `jti`, for revocation checks on hits.
     pub jti: Option<String>,
     /// The `kid` of the key that verified it, for key-trust checks on hits.
@@ -73,13 +74,38 @@ pub fn token_key(token: &str) -> TokenKey {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The map from token digests to their verifications. A SHA-256 digest is already a uniform hash,
+/// and only tokens that verified are ever inserted, so a caller cannot crowd the map with chosen
+/// collisions: the digest's first eight bytes are the map's hash. Hashing it again (SipHash)
+/// cost more than the rest of a cache hit.
+type Entries = HashMap<TokenKey, Arc<CachedToken>, BuildHasherDefault<DigestPrefix>>;
+
+#[derive(Default)]
+struct DigestPrefix(u64);
+
+impl Hasher for DigestPrefix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length (a `usize`, via `write_usize`) and then its bytes.
+        let mut prefix = [0u8; 8];
+        let n = bytes.len().min(8);
+        prefix[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(prefix);
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+}
+
 /// Inserts between two sweeps of expired entries, so the map holds about the tokens seen within
 /// one `ttl` rather than filling up to `capacity` with dead ones.
 const SWEEP_EVERY: usize = 1024;
 
 pub struct VerifiedTokenCache {
     settings: TokenCacheSettings,
-    entries: RwLock<HashMap<TokenKey, Arc<CachedToken>>>,
+    entries: RwLock<Entries>,
     inserts: AtomicUsize,
 }
 
@@ -87,7 +113,7 @@ impl VerifiedTokenCache {
     pub fn new(settings: TokenCacheSettings) -> Self {
         Self {
             settings,
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::default()),
             inserts: AtomicUsize::new(0),
         }
     }
@@ -127,7 +153,7 @@ impl VerifiedTokenCache {
     pub fn insert(
         &self,
         key: TokenKey,
-        principal: &Principal,
+        principal: &Arc<Principal>,
         jti: Option<String>,
         kid: Option<String>,
         leeway: Duration,
@@ -167,13 +193,13 @@ impl VerifiedTokenCache {
         entries.insert(key, entry);
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenKey, Arc<CachedToken>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         self.entries
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TokenKey, Arc<CachedToken>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
         self.entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -182,7 +208,7 @@ impl VerifiedTokenCache {
 
 /// Makes room: drops expired entries, then (if still full) the eighth of the entries closest to
 /// their end, so a full cache does not pay a scan on every insert.
-fn evict(entries: &mut HashMap<TokenKey, Arc<CachedToken>>, capacity: usize, now: Instant) {
+fn evict(entries: &mut Entries, capacity: usize, now: Instant) {
     entries.retain(|_, e| e.until > now);
     if entries.len() < capacity {
         return;
@@ -207,8 +233,8 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
-    fn principal(subject: &str, exp: i64) -> Principal {
-        Principal {
+    fn principal(subject: &str, exp: i64) -> Arc<Principal> {
+        Arc::new(Principal {
             issuer: "https://as.example".into(),
             subject: subject.into(),
             client_id: None,
@@ -217,7 +243,7 @@ mod tests {
             expires_at: Some(UNIX_EPOCH + Duration::from_secs(exp as u64)),
             claims: Default::default(),
             grant_id: None,
-        }
+        })
     }
 
     #[test]

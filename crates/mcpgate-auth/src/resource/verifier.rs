@@ -20,8 +20,9 @@ pub enum VerifyError {
 /// Turns a bearer token into a principal.
 #[async_trait]
 pub trait Verifier: Send + Sync {
-    /// `Ok(None)` means "not a token of mine": the chain asks the next verifier.
-    async fn verify(&self, token: &str) -> Result<Option<Principal>, VerifyError>;
+    /// `Ok(None)` means "not a token of mine": the chain asks the next verifier. Shared, so a
+    /// cached verification hands out the principal it holds rather than a deep copy.
+    async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError>;
 }
 
 /// Verifiers asked in order; the first that recognises the token decides.
@@ -43,7 +44,7 @@ impl VerifierChain {
         self.verifiers.is_empty()
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Principal, VerifyError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, VerifyError> {
         for verifier in &self.verifiers {
             if let Some(principal) = verifier.verify(token).await? {
                 return Ok(principal);
