@@ -61,7 +61,7 @@ impl Backend for NullBackend {
 
 struct Env {
     rt: tokio::runtime::Runtime,
-    /// `POST /mcp` through [`jsonrpc::inspect_post`] to a handler that accepts anything.
+    /// `POST /mcp` through [`jsonrpc::inspect_post`] to a handler that accepts any message.
     mcp: Router,
     /// The legacy `GET /sse` + `POST /messages`.
     legacy: Router,
@@ -95,8 +95,16 @@ fn env() -> &'static Env {
             authenticator: None,
             http_errors: true,
         });
+        // Like rmcp behind it: 415 for a body it cannot deserialise, which inspect_post turns
+        // into the JSON-RPC error.
+        let accept_messages = |body: axum::body::Bytes| async move {
+            match serde_json::from_slice::<ClientJsonRpcMessage>(&body) {
+                Ok(_) => StatusCode::ACCEPTED,
+                Err(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            }
+        };
         let mcp = Router::new()
-            .route("/mcp", post(|| async { StatusCode::ACCEPTED }))
+            .route("/mcp", post(accept_messages))
             .layer(from_fn_with_state(gate.clone(), jsonrpc::inspect_post));
         let transport = {
             let _guard = rt.enter();
@@ -180,9 +188,9 @@ pub fn mcp_post(data: &[u8]) {
         };
         let (status, answer) = collect(response).await;
         match status {
-            StatusCode::ACCEPTED => assert!(parses && (is_batch || message.is_some())),
+            StatusCode::ACCEPTED => assert!(parses && !is_batch && message.is_some()),
             StatusCode::BAD_REQUEST => {
-                assert!(!parses || (!is_batch && message.is_none()));
+                assert!(!parses || is_batch || message.is_none());
                 assert_jsonrpc_error(&answer, &[-32700, -32600]);
             }
             StatusCode::FORBIDDEN => {

@@ -69,6 +69,7 @@ async fn tools_list_has_the_annotated_built_ins() {
     assert_eq!(
         names,
         [
+            "echo",
             "notes_delete",
             "notes_get",
             "notes_list",
@@ -78,6 +79,7 @@ async fn tools_list_has_the_annotated_built_ins() {
     );
     for (name, read_only) in [
         ("whoami", true),
+        ("echo", true),
         ("notes_list", true),
         ("notes_get", true),
         ("notes_put", false),
@@ -88,6 +90,23 @@ async fn tools_list_has_the_annotated_built_ins() {
         assert_eq!(annotations["destructiveHint"], json!(!read_only), "{name}");
         assert_eq!(tool(tools, name)["inputSchema"]["type"], "object", "{name}");
     }
+}
+
+#[tokio::test]
+async fn echo_answers_with_its_text_and_refuses_other_arguments() {
+    let server = Server::builder().with_token().start();
+    let mut mcp = server.mcp(Some(TOKEN));
+    mcp.initialize().await;
+    let echoed = mcp.call_tool("echo", json!({ "text": "héllo" })).await;
+    assert_eq!(echoed["content"][0]["text"], "héllo", "{echoed}");
+    assert_ne!(echoed["isError"], json!(true), "{echoed}");
+    let refused = mcp
+        .send(
+            "tools/call",
+            json!({ "name": "echo", "arguments": { "text": 1 } }),
+        )
+        .await;
+    assert_eq!(refused.message["error"]["code"], -32602, "{:?}", refused);
 }
 
 #[tokio::test]
@@ -414,7 +433,7 @@ async fn stateless_discover_and_call_mint_no_session() {
         )
         .await;
     assert_eq!(list.status, StatusCode::OK, "{:?}", list);
-    assert_eq!(list.result()["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(list.result()["tools"].as_array().unwrap().len(), 6);
 
     // Stateless requests still need the token.
     let anonymous = Mcp::new(server.url("/mcp"), None);

@@ -111,7 +111,7 @@ async fn endpoint_event_then_replies_on_the_stream() {
     assert_eq!(init["serverInfo"]["name"], "mcpgate");
 
     let tools = legacy.request(2, "tools/list", json!({})).await;
-    assert_eq!(tools["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 6);
 
     let me = legacy
         .request(
@@ -241,7 +241,7 @@ async fn malformed_posts_get_json_rpc_errors() {
 
     // The session survives bad input.
     let tools = legacy.request(6, "tools/list", json!({})).await;
-    assert_eq!(tools["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 6);
 }
 
 #[tokio::test]
@@ -276,7 +276,7 @@ async fn oversized_posts_are_refused_with_413() {
 
     // The session is still usable.
     let tools = legacy.request(3, "tools/list", json!({})).await;
-    assert_eq!(tools["tools"].as_array().unwrap().len(), 5);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 6);
 }
 
 #[tokio::test]

@@ -183,6 +183,11 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    if config.metrics_enabled && config.transport != Transport::Stdio {
+        // The recorder calibrates its clock by busy-waiting (up to 200 ms on a noisy machine):
+        // done beside the stores' start-up instead of after it. `http::build` waits for it.
+        std::thread::spawn(crate::ops::metrics::install);
+    }
     // Started before the backend: a gateway that passes users' upstream tokens needs its store.
     let builtin = match &config.oauth {
         Some(oauth) if oauth.builtin.is_some() && config.transport != Transport::Stdio => {
@@ -190,9 +195,8 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let backend = backend(&config, builtin.as_ref(), shutdown.clone()).await?;
-
     if config.transport == Transport::Stdio {
+        let backend = backend(&config, builtin.as_ref(), shutdown.clone()).await?;
         let served = transport::stdio::serve(&config, backend.clone(), shutdown.clone()).await;
         shutdown.cancel();
         backend.close().await;
@@ -207,8 +211,18 @@ async fn serve(mut config: Config, generate_token: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
+    // Independent waits (the backend's store or upstream, the IdP's discovery and JWKS): side by
+    // side, so start-up takes the longest of them rather than their sum.
+    let (backend, authenticator) = tokio::try_join!(
+        backend(&config, builtin.as_ref(), shutdown.clone()),
+        async {
+            http::auth::authenticator(&config, builtin.as_ref())
+                .await
+                .map_err(anyhow::Error::from)
+        },
+    )?;
     let wiring = http::AuthWiring {
-        authenticator: http::auth::authenticator(&config, builtin.as_ref()).await?,
+        authenticator,
         server: builtin.as_ref().map(|b| b.server.clone()),
         revocations: builtin.as_ref().map(|b| b.revocations.clone()),
         session_store: crate::session_store::shared_store(

@@ -1,9 +1,10 @@
 //! The axum application: routes, and the layers every request crosses, outermost first:
 //! trace → panic catcher → metrics → body limit → timeout → CORS → Host/Origin guard, then for
-//! MCP routes: per-IP rate limit → authentication → per-principal rate limit → baseline scopes →
-//! session binding → body inspection (JSON-RPC errors, step-up) → transport.
+//! MCP routes admission (per-IP rate limit → authentication → per-principal rate limit →
+//! baseline scopes) → session binding → body inspection (JSON-RPC errors, step-up) → transport.
 //! `/health`, `/ready` and the protected-resource metadata are outside the guard.
 
+pub mod admission;
 pub mod auth;
 pub mod auth_server;
 pub mod guard;
@@ -18,13 +19,13 @@ use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use http::{HeaderName, Method, header};
-use mcpgate_auth::Principal;
+use mcpgate_auth::resource::Authenticator;
 use mcpgate_auth::resource::RevocationList;
 use mcpgate_auth::resource::metadata;
-use mcpgate_auth::resource::{Authenticator, layer::require_bearer};
 use mcpgate_auth::server::AuthServer;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -38,11 +39,12 @@ use crate::config::{Config, ScopeErrors, Transport};
 use crate::handler::McpHandler;
 use crate::ops::health::{self, HealthState};
 use crate::ops::metrics as ops_metrics;
-use crate::ops::rate_limit::{self, RateLimits};
+use crate::ops::rate_limit::RateLimits;
 use crate::policy::ScopePolicy;
 use crate::session::{self, SessionBindings};
 use crate::session_store::SharedSessions;
 use crate::transport::{sse, streamable};
+use admission::Admission;
 use mcpgate_auth::store::Store;
 use scope_gate::ScopeGate;
 
@@ -144,13 +146,15 @@ pub fn build(
                 shutdown.clone(),
             );
         }
-        let streamable = Router::new()
-            .route_service("/mcp", service)
-            .layer(from_fn_with_state(gate.clone(), jsonrpc::inspect_post))
+        // Layers on the service itself, not on a Router: no boxing per layer and request.
+        let service = ServiceBuilder::new()
             .layer(from_fn_with_state(
                 sessions.clone(),
                 session::bind_streamable_sessions,
-            ));
+            ))
+            .layer(from_fn_with_state(gate.clone(), jsonrpc::inspect_post))
+            .service(service);
+        let streamable = Router::new().route_service("/mcp", service);
         mcp = mcp.merge(streamable);
     }
     if config.transport == Transport::Sse || config.legacy_sse {
@@ -171,20 +175,8 @@ pub fn build(
                 .with_state(transport),
         );
     }
-    mcp = mcp.layer(from_fn_with_state(gate, scope_gate::require_baseline));
-    if let Some(limits) = &limits {
-        mcp = mcp.layer(from_fn_with_state(
-            limits.clone(),
-            rate_limit::per_principal,
-        ));
-    }
-    mcp = match auth {
-        Some(auth) => mcp.layer(from_fn_with_state(auth, require_bearer)),
-        None => mcp.layer(from_fn(anonymous)),
-    };
-    if let Some(limits) = &limits {
-        mcp = mcp.layer(from_fn_with_state(limits.clone(), rate_limit::per_ip));
-    }
+    let admission = Arc::new(Admission::new(limits, auth, gate));
+    mcp = mcp.layer(from_fn_with_state(admission, admission::admit));
 
     let origin_policy = Arc::new(guard::OriginPolicy::new(
         &config.allowed_hosts,
@@ -200,9 +192,11 @@ pub fn build(
                 .with_state(handle),
         );
     }
-    let guarded = mcp
-        .layer(from_fn_with_state(origin_policy, guard::check_origin))
-        .layer(cors(config));
+    let guarded = mcp.layer(
+        ServiceBuilder::new()
+            .layer(cors(config))
+            .layer(from_fn_with_state(origin_policy, guard::check_origin)),
+    );
 
     let health_state = HealthState {
         started: Instant::now(),
@@ -223,32 +217,26 @@ pub fn build(
         open = open.merge(server.router());
     }
 
-    let router = guarded
-        .merge(open)
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::GATEWAY_TIMEOUT,
-            // A stateless tool call answers in the response itself: give it the tool's time.
-            config.request_timeout.max(config.tool_timeout + std::time::Duration::from_secs(5)),
-        ))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(from_fn(ops_metrics::track))
-        .layer(CatchPanicLayer::custom(panic_response))
-        // Spans name the path only: a query string may carry a (refused) token or a session id.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<axum::body::Body>| {
-            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-        }));
+    // One `Router::layer` call for the whole stack (outermost first): each call boxes every route
+    // once more, and a boxed route is cloned on every request.
+    let router = guarded.merge(open).layer(
+        ServiceBuilder::new()
+            // Spans name the path only: a query string may carry a (refused) token or a session id.
+            .layer(TraceLayer::new_for_http().make_span_with(
+                |request: &http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+                },
+            ))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(from_fn(ops_metrics::track))
+            .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+            .layer(TimeoutLayer::with_status_code(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                // A stateless tool call answers in the response itself: give it the tool's time.
+                config.request_timeout.max(config.tool_timeout + Duration::from_secs(5)),
+            )),
+    );
     App { router, sessions }
-}
-
-/// With authentication off every HTTP caller is the same anonymous principal.
-async fn anonymous(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    request
-        .extensions_mut()
-        .insert(Arc::new(Principal::anonymous()));
-    next.run(request).await
 }
 
 fn cors(config: &Config) -> CorsLayer {

@@ -4,11 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use mcpgate_auth::Principal;
-use mcpgate_auth::resource::layer::refuse_unread;
 use mcpgate_auth::resource::{Authenticator, Challenge, ChallengeError};
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 
@@ -31,19 +27,11 @@ impl ScopeGate {
         message: &ClientJsonRpcMessage,
         path: &str,
     ) -> Result<(), Challenge> {
-        if !self.http_errors {
-            return Ok(());
-        }
         let ClientJsonRpcMessage::Request(request) = message else {
             return Ok(());
         };
         let op = match &request.request {
-            ClientRequest::CallToolRequest(call) => {
-                let name = call.params.name.as_ref();
-                // Unknown tools are treated as writes: the safe side.
-                let read_only = self.backend.tool_read_only(name).unwrap_or(false);
-                Operation::Tool { name, read_only }
-            }
+            ClientRequest::CallToolRequest(call) => self.tool_operation(call.params.name.as_ref()),
             ClientRequest::ReadResourceRequest(read) => Operation::Resource {
                 uri: read.params.uri.as_str(),
             },
@@ -52,6 +40,26 @@ impl ScopeGate {
             },
             _ => return Ok(()),
         };
+        self.check_operation(principal, op, path)
+    }
+
+    /// A call of the tool `name`, as the policy sees it.
+    pub fn tool_operation<'a>(&self, name: &'a str) -> Operation<'a> {
+        // Unknown tools are treated as writes: the safe side.
+        let read_only = self.backend.tool_read_only(name).unwrap_or(false);
+        Operation::Tool { name, read_only }
+    }
+
+    /// `Err(403 challenge)` when `op` needs more than `principal` holds.
+    pub fn check_operation(
+        &self,
+        principal: &Principal,
+        op: Operation<'_>,
+        path: &str,
+    ) -> Result<(), Challenge> {
+        if !self.http_errors {
+            return Ok(());
+        }
         let grants = self.policy.grants(principal);
         match self.policy.check(&grants, op) {
             Ok(()) => Ok(()),
@@ -90,18 +98,4 @@ impl ScopeGate {
             .check_baseline(&grants)
             .map_err(|missing| self.refusal(path, self.policy.baseline().join(" "), &missing))
     }
-}
-
-/// Middleware: refuse callers lacking the baseline scopes.
-pub async fn require_baseline(
-    State(gate): State<Arc<ScopeGate>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(principal) = request.extensions().get::<Arc<Principal>>()
-        && let Err(refused) = gate.check_baseline(principal, request.uri().path())
-    {
-        return refuse_unread(request.into_body(), refused.into_response()).await;
-    }
-    next.run(request).await
 }

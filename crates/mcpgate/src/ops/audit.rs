@@ -3,6 +3,7 @@
 //! Records go to the `mcpgate::audit` tracing target, so operators can route them separately
 //! (`MCP_LOG_LEVEL=info,mcpgate::audit=info`). They name principals, never secrets.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mcpgate_auth::Principal;
@@ -17,7 +18,8 @@ impl AuthObserver for AuditObserver {
     fn on_auth(&self, event: &AuthEvent<'_>) {
         let outcome = event.outcome.label();
         metrics::counter!("mcpgate_auth_total", "outcome" => outcome).increment(1);
-        let peer = event.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        // Formatted only if the record is written: this runs on every authenticated request.
+        let peer = tracing::field::display(PeerIp(event.peer));
         match event.outcome {
             AuthOutcome::Accepted(principal) => tracing::info!(
                 target: "mcpgate::audit",
@@ -47,6 +49,18 @@ impl AuthObserver for AuditObserver {
                 path = event.path,
                 peer,
             ),
+        }
+    }
+}
+
+/// The caller's IP address, or nothing when the transport has none (stdio, tests).
+struct PeerIp(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(peer) => peer.ip().fmt(f),
+            None => Ok(()),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics: a recorder installed once per process, rendered at `/metrics`.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -11,17 +11,40 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their summaries.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the global recorder (idempotent: several servers in one test process share it).
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                spawn_upkeep(handle.clone());
+                Some(handle)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
                 None
             }
         })
         .clone()
+}
+
+/// The recorder keeps every histogram sample until upkeep folds it in: without this, a server
+/// nobody scrapes grows by a few bytes per request, for ever. A plain thread, because the
+/// recorder outlives any one runtime (tests start several servers in one process).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep not started: histograms grow until scraped");
+    }
 }
 
 pub async fn render(handle: axum::extract::State<PrometheusHandle>) -> Response {

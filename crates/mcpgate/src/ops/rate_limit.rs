@@ -1,19 +1,16 @@
 //! Requests per minute per client IP (before authentication) and per principal (after).
 
 use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, StatusCode, header};
 use mcpgate_auth::periodic::spawn_every;
-use mcpgate_auth::resource::layer::refuse_unread;
 use mcpgate_auth::{Principal, PrincipalKey};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +27,16 @@ impl RateLimits {
             by_ip: RateLimiter::keyed(quota),
             by_principal: RateLimiter::keyed(quota),
         }))
+    }
+
+    /// Whether the TCP peer's address is over its quota (checked before authentication).
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), RateLimited> {
+        check(&self.by_ip, &ip).map_err(RateLimited)
+    }
+
+    /// Whether the authenticated principal is over its quota.
+    pub fn check_principal(&self, principal: &Principal) -> Result<(), RateLimited> {
+        check(&self.by_principal, &principal.key()).map_err(RateLimited)
     }
 
     /// Forgets idle keys now and then, so the maps stay as small as the set of active callers.
@@ -58,6 +65,16 @@ fn check<K: Hash + Eq + Clone>(
         .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
+/// Over the quota: answered 429 with the wait in `Retry-After`.
+#[derive(Debug)]
+pub struct RateLimited(Duration);
+
+impl IntoResponse for RateLimited {
+    fn into_response(self) -> Response {
+        too_many_requests(self.0)
+    }
+}
+
 fn too_many_requests(wait: Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     metrics::counter!("mcpgate_rate_limited_total").increment(1);
@@ -70,34 +87,6 @@ fn too_many_requests(wait: Duration) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
-}
-
-/// Middleware keyed by the TCP peer's address.
-pub async fn per_ip(
-    State(limits): State<Arc<RateLimits>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
-        && let Err(refused) = check(&limits.by_ip, &peer.ip())
-    {
-        return refuse_unread(request.into_body(), too_many_requests(refused)).await;
-    }
-    next.run(request).await
-}
-
-/// Middleware keyed by the authenticated principal; runs after authentication.
-pub async fn per_principal(
-    State(limits): State<Arc<RateLimits>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(principal) = request.extensions().get::<Arc<Principal>>()
-        && let Err(refused) = check(&limits.by_principal, &principal.key())
-    {
-        return refuse_unread(request.into_body(), too_many_requests(refused)).await;
-    }
-    next.run(request).await
 }
 
 #[cfg(test)]

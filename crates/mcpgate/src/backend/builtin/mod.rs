@@ -1,4 +1,4 @@
-//! The built-in tools, so mcpgate is useful with no upstream: `whoami` and a per-principal notes
+//! The built-in tools, so mcpgate is useful with no upstream: `whoami`, `echo` and a per-principal notes
 //! store (`notes_*` tools, `notes://{id}` resources and template, a prompt, completions).
 
 mod notes;
@@ -65,6 +65,10 @@ impl BuiltinBackend {
                 });
                 Ok(structured(me))
             }
+            "echo" => {
+                let EchoArgs { text } = parse_args(args)?;
+                Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+            }
             "notes_list" => {
                 let notes = self.notes.list(principal).await.map_err(store_error)?;
                 let items: Vec<Value> = notes
@@ -106,6 +110,12 @@ impl BuiltinBackend {
             )),
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoArgs {
+    text: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -164,6 +174,13 @@ fn tool_definitions() -> Result<Vec<Tool>, ErrorData> {
             "title": "Who am I",
             "description": "The authenticated principal, its scopes, the transport and the protocol version.",
             "inputSchema": { "type": "object", "properties": {}, "additionalProperties": false },
+            "annotations": { "readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false },
+        }),
+        json!({
+            "name": "echo",
+            "title": "Echo",
+            "description": "Answers with the text it was given (a smoke test; what bench/ measures).",
+            "inputSchema": { "type": "object", "properties": { "text": { "type": "string" } }, "required": ["text"], "additionalProperties": false },
             "annotations": { "readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false },
         }),
         json!({
@@ -374,7 +391,7 @@ mod tests {
     #[test]
     fn every_tool_is_annotated() {
         let tools = tool_definitions().unwrap();
-        assert_eq!(tools.len(), 5);
+        assert_eq!(tools.len(), 6);
         for tool in tools {
             let a = tool.annotations.expect("annotated");
             assert!(
