@@ -4,10 +4,10 @@
 #   bench/run.sh                 everything: install, build, measure, print ratios, write bench/RESULTS.md
 #
 # One command, everything on loopback, every system measured in the same run with the same load:
-#   mcpgate-off         mcpgate, no auth                                  (tool: whoami)
-#   mcpgate-static      mcpgate, static bearer token (MCP_AUTH_TOKEN)     (tool: whoami)
-#   mcpgate-jwt         mcpgate, external IdP, ES256 JWT verified on JWKS (tool: whoami)
-#   mcpgate-introspect  mcpgate, external IdP, opaque token, introspection result cached
+#   mcpgate-off         mcpgate, no auth                                  (tool: echo)
+#   mcpgate-static      mcpgate, static bearer token (MCP_AUTH_TOKEN)     (tool: echo)
+#   mcpgate-jwt         mcpgate, external IdP, ES256 JWT verified on JWKS (tool: echo)
+#   mcpgate-introspect  mcpgate, external IdP, opaque token, introspection result cached (tool: echo)
 #   ts-peer             TypeScript SDK 1.32.2 + Express 5 + jose, ES256 JWT (bench/peers/ts-peer.mjs, tool: echo)
 #   fastmcp             FastMCP 4.2.3 JWTVerifier, ES256 JWT          (bench/peers/fastmcp-peer.py, tool: echo)
 # All JWTs come from one real IdP (npm oidc-provider, tools/peers/idp/oidc.mjs, client svc-es256).
@@ -20,6 +20,12 @@
 # throughput, p50/p99, CPU seconds per 1,000 requests (utime+stime of the server from
 # /proc/PID/stat) and the background CPU the rest of the machine used meanwhile; per system: peak
 # RSS (VmHWM) and start-to-first-authenticated-response (bench/lib/startup.py, median of trials).
+# Then, for the mcpgate systems, instructions per request counted by callgrind: the server runs
+# under valgrind twice, answering N1 and N2 requests one at a time (bench/lib/fixed_requests.py),
+# and (instructions(N2) - instructions(N1)) / (N2 - N1) is what one request costs. Unlike the
+# figures under load, that count does not depend on what else the machine is doing, so the cost of
+# authentication can be read off a busy machine too. (valgrind hides SHA-NI from the program, so
+# SHA-256 — static-token and token-cache digests — is counted in its portable form.)
 #
 # Environment:
 #   BENCH_DURATION=5            seconds per measurement
@@ -32,6 +38,8 @@
 #   BENCH_PROFILE=1             perf profile (flat, top symbols) of BENCH_PROFILE_SYSTEMS under c=32 afterwards
 #   BENCH_PROFILE_SYSTEMS="mcpgate-off mcpgate-jwt"
 #   BENCH_PIN=0                 1: server on CPU 1, wrk on CPU 0 (taskset), less noise, 1 core each
+#   BENCH_INSTRUCTIONS=1        0 skips the callgrind count
+#   BENCH_INSTR_N="200 1200"    N1 and N2 of that count
 #   BENCH_RESULTS=bench/RESULTS.md   where the report goes ("" = don't write it)
 #   BENCH_OUT=test-artifacts/bench   raw data and logs (wiped at start)
 #   MCPGATE=path                use this binary instead of `cargo build --release -p mcpgate`
@@ -57,6 +65,8 @@ STARTUP_TRIALS="${BENCH_STARTUP_TRIALS:-5}"
 PIN="${BENCH_PIN:-0}"
 PROFILE="${BENCH_PROFILE:-1}"
 PROFILE_SYSTEMS="${BENCH_PROFILE_SYSTEMS:-mcpgate-off mcpgate-jwt}"
+INSTRUCTIONS="${BENCH_INSTRUCTIONS:-1}"
+read -r INSTR_N1 INSTR_N2 <<<"${BENCH_INSTR_N:-200 1200}"
 RESULTS="${BENCH_RESULTS-$BENCH/RESULTS.md}"
 
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -130,8 +140,8 @@ TOK_STATIC="bench-static-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 # --- systems -------------------------------------------------------------------------------------
 MG_META='{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}'
-MG_BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{},"_meta":'"$MG_META"'}}'
-MG_HEADERS='MCP-Protocol-Version: 2026-07-28|Mcp-Method: tools/call|Mcp-Name: whoami'
+MG_BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"},"_meta":'"$MG_META"'}}'
+MG_HEADERS='MCP-Protocol-Version: 2026-07-28|Mcp-Method: tools/call|Mcp-Name: echo'
 PEER_BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
 PEER_HEADERS='MCP-Protocol-Version: 2025-11-25'
 
@@ -141,7 +151,7 @@ define() {
   local mg=(env MCP_TRANSPORT=streamable-http MCP_HOST=127.0.0.1 MCP_PORT="${PORT[$1]}" MCP_RATE_LIMIT_RPM=0
     MCP_LOG_LEVEL=warn MCP_NOTES_DB="$OUT/run/notes-$1-$RANDOM.db")
   local ext=(MCP_OAUTH_ENABLED=true MCP_OAUTH_MODE=external MCP_OAUTH_ISSUER="$ISS" MCP_OAUTH_PUBLIC_URL="$base")
-  URL="$base/mcp" BODY="$MG_BODY" HEADERS="$MG_HEADERS" TOOL=whoami
+  URL="$base/mcp" BODY="$MG_BODY" HEADERS="$MG_HEADERS" TOOL=echo
   case "$1" in
     mcpgate-off) CMD=("${mg[@]}" "$MCPGATE"); TOKEN="" ;;
     mcpgate-static) CMD=("${mg[@]}" MCP_AUTH_TOKEN="$TOK_STATIC" "$MCPGATE"); TOKEN="$TOK_STATIC" ;;
@@ -311,6 +321,50 @@ if ((STARTUP_TRIALS > 0)); then
     say "$sys: start to first authenticated response (ms): $(awk -F'\t' -v s="$sys" '$1==s{printf "%s ", $3}' "$OUT/startup.tsv")"
   done
 fi
+# --- instructions per request (callgrind) ----------------------------------------------------------
+printf 'system\tn1\tn2\tir1\tir2\tir_per_request\tsha256_per_request\n' >"$OUT/instructions.tsv"
+# callgrind_ir N: runs the current system under callgrind until it has answered N requests; prints
+# the instructions the whole process executed.
+callgrind_ir() {
+  local n="$1" cg="$OUT/run/callgrind-$sys-$1.out" pid ok=0
+  rm -f "$cg"
+  "${CMD[0]}" "${CMD[@]:1:${#CMD[@]}-2}" valgrind --tool=callgrind --callgrind-out-file="$cg" "${CMD[-1]}" \
+    >"$OUT/run/callgrind.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 600); do
+    curl -fsS -o /dev/null --max-time 5 "${URL%/mcp}/health" 2>/dev/null && { ok=1; break; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  ((ok)) || die "$sys never came up under valgrind: $(tail -5 "$OUT/run/callgrind.log")"
+  local hdr=() hs h; IFS='|' read -ra hs <<<"$HEADERS"
+  for h in "${hs[@]}"; do hdr+=(--header "$h"); done
+  python3 "$BENCH/lib/fixed_requests.py" --url "$URL" --body "$BODY" -n "$n" --token "$TOKEN" "${hdr[@]}" ||
+    die "$sys: a request under valgrind failed"
+  kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
+  awk '/^(summary|totals):/{print $2; exit}' "$cg"
+}
+# sha256_ir FILE: instructions spent in SHA-256's compression function (portable form under valgrind).
+sha256_ir() {
+  callgrind_annotate --threshold=100 "$1" 2>/dev/null |
+    awk '/sha2::sha256::(soft::)?compress/ {gsub(",", "", $1); n += $1} END {print n + 0}'
+}
+if [[ "$INSTRUCTIONS" == 1 ]]; then
+  command -v valgrind >/dev/null || die "valgrind is required for the instruction count (BENCH_INSTRUCTIONS=0 skips it)"
+  for sys in $SYSTEMS; do
+    [[ "$sys" == mcpgate-* ]] || continue   # node and python JIT/interpret: not comparable this way
+    define "$sys"
+    [[ "${CMD[0]}" == env ]] || die "$sys: expected an env command"
+    ir1=$(callgrind_ir "$INSTR_N1") ir2=$(callgrind_ir "$INSTR_N2")
+    sha1=$(sha256_ir "$OUT/run/callgrind-$sys-$INSTR_N1.out") sha2=$(sha256_ir "$OUT/run/callgrind-$sys-$INSTR_N2.out")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sys" "$INSTR_N1" "$INSTR_N2" "$ir1" "$ir2" \
+      "$(( (ir2 - ir1) / (INSTR_N2 - INSTR_N1) ))" "$(( (sha2 - sha1) / (INSTR_N2 - INSTR_N1) ))" >>"$OUT/instructions.tsv"
+    say "$sys: $(( (ir2 - ir1) / (INSTR_N2 - INSTR_N1) )) instructions per request"
+  done
+fi
+
 {
   echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "idp_calls=JWKS fetches $(grep -c 'GET /jwks' "$OUT/idp.log" || true), introspection calls $(grep -c 'POST /token/introspection' "$OUT/idp.log" || true) (whole run, start-up trials included)"

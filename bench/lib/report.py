@@ -64,6 +64,7 @@ for r in raw:
 res = [aggregate(g) for g in groups.values()]
 systems = rows("systems.tsv")
 startup = rows("startup.tsv")
+instructions = {r["system"]: int(r["ir_per_request"]) for r in rows("instructions.tsv")}
 env = {}
 with open(os.path.join(out, "env.txt")) as f:
     for line in f:
@@ -110,6 +111,9 @@ w("")
 # --- ratios (the point) ---
 w("### Ratios")
 w("")
+if not concs:
+    w("(no load measurements in this run: `BENCH_CONCURRENCY` was empty)")
+    concs = [0]
 hdr = "| ratio | " + " | ".join(f"c={c}" for c in concs) + " |"
 w(hdr)
 w("|---|" + "---|" * len(concs))
@@ -175,6 +179,22 @@ if startup:
         w(f"| {LABEL.get(s, s)} | {med[s]:.1f} | {min(ms):.1f} | {max(ms):.1f} | {len(ms)} | {fmt_x(ratio(med[s], med.get(JWT)), 1)} |")
     w("")
 
+# --- instructions ---
+if instructions:
+    w("### Instructions per request (callgrind; independent of machine load)")
+    w("")
+    w("The server answers N1 and N2 identical `tools/call` requests one at a time under valgrind; the "
+      "difference in instructions executed, divided by N2 − N1, is one request's cost (the whole "
+      "process: hyper, middleware, authentication, rmcp, the tool).")
+    w("")
+    w("| system | instructions per request | vs auth off |")
+    w("|---|---|---|")
+    for s_, ir in instructions.items():
+        off = instructions.get(OFF)
+        rel = "–" if not off or s_ == OFF else f"{(ir / off - 1) * 100:+.1f} %"
+        w(f"| {LABEL.get(s_, s_)} | {ir:,} | {rel} |")
+    w("")
+
 # --- targets ---
 w("### Targets (issue 6)")
 w("")
@@ -189,6 +209,10 @@ def verdict(ok):
 if 32 in concs and (JWT, 32) in by and (OFF, 32) in by:
     cost = (1 - f("rps", JWT, 32) / f("rps", OFF, 32)) * 100
     w(f"| OAuth JWT costs ≤ 3 % of throughput vs auth off (c=32) | {cost:.1f} % | {verdict(cost <= 3)}"
+      f"{'' if cost <= 3 else f' by {cost - 3:.1f} points'} |")
+if JWT in instructions and OFF in instructions:
+    cost = (instructions[JWT] / instructions[OFF] - 1) * 100
+    w(f"| OAuth JWT costs ≤ 3 % vs auth off, in instructions per request (callgrind) | {cost:.1f} % | {verdict(cost <= 3)}"
       f"{'' if cost <= 3 else f' by {cost - 3:.1f} points'} |")
 for peer, target in PEERS.items():
     if 32 in concs and (JWT, 32) in by and (peer, 32) in by:
