@@ -6,7 +6,8 @@ For each count N:
 - opens N stateful Streamable HTTP sessions at once (initialize 2025-11-25 +
   notifications/initialized, then left idle) and reads the server's RSS 2 s later, while they
   are all awake; deletes them and reads it again;
-- unless --hibernate-wait is 0: opens N sessions again in 10 waves, each wave left idle
+- unless --hibernate-wait is 0 (with --only-hibernated, only this, which idle-memory.sh runs on
+  a fresh server): opens N sessions again in 10 waves, each wave left idle
   --hibernate-wait seconds (quiet sessions hibernate after 10 s) before the next, and reads the
   RSS at N/2 and N sessions. An allocator keeps memory it has freed for reuse rather than giving
   it back, so RSS right after sessions hibernate barely moves; opened in waves, each wave reuses
@@ -124,6 +125,26 @@ async def delete_all(a, sem, sids) -> int:
     return sum(1 for st in statuses if 200 <= st < 300)
 
 
+async def hibernated(a, sem, n) -> None:
+    before = await settle(a.pid)
+    sids, half, waves = [], None, 10
+    for wave in range(waves):
+        sids += await open_sessions(a, sem, n // waves)
+        await asyncio.sleep(a.hibernate_wait)
+        if wave == waves // 2 - 1:
+            half = (len(sids), rss_kib(a.pid))
+    after = rss_kib(a.pid)
+    sample = sids[:: max(1, len(sids) // 50)]
+    answered = sum(await asyncio.gather(*(still_answers(a.host, a.port, s, sem) for s in sample)))
+    line("idle stateful session (hibernated, average)", len(sids), n, before, after,
+         waves=waves, wave_idle_seconds=a.hibernate_wait,
+         sample_answering=f"{answered}/{len(sample)}")
+    line("idle stateful session (hibernated, marginal)", len(sids) - half[0], n - n // 2,
+         half[1], after, from_sessions=half[0], to_sessions=len(sids))
+    deleted = await delete_all(a, sem, sids)
+    line("hibernated sessions deleted", len(sids), n, before, await settle(a.pid), deleted=deleted)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
@@ -132,9 +153,14 @@ async def main() -> None:
     ap.add_argument("--counts", default="1000,10000")
     ap.add_argument("--hibernate-wait", type=float, default=13,
                     help="seconds each wave of sessions is left idle (0: skip the waves)")
+    ap.add_argument("--only-hibernated", action="store_true",
+                    help="only the waves of hibernated sessions (on a fresh server)")
     a = ap.parse_args()
     sem = asyncio.Semaphore(64)
     for n in [int(x) for x in a.counts.split(",")]:
+        if a.only_hibernated:
+            await hibernated(a, sem, n)
+            continue
         before = await settle(a.pid)
         t = time.monotonic()
         sids = await open_sessions(a, sem, n)
@@ -144,24 +170,7 @@ async def main() -> None:
         line("stateful sessions deleted", len(sids), n, before, await settle(a.pid), deleted=deleted)
 
         if a.hibernate_wait > 0:
-            before = await settle(a.pid)
-            sids, half, waves = [], None, 10
-            for wave in range(waves):
-                sids += await open_sessions(a, sem, n // waves)
-                await asyncio.sleep(a.hibernate_wait)
-                if wave == waves // 2 - 1:
-                    half = (len(sids), rss_kib(a.pid))
-            after = rss_kib(a.pid)
-            sample = sids[:: max(1, len(sids) // 50)]
-            answered = sum(await asyncio.gather(*(still_answers(a.host, a.port, s, sem) for s in sample)))
-            line("idle stateful session (hibernated, average)", len(sids), n, before, after,
-                 waves=waves, wave_idle_seconds=a.hibernate_wait,
-                 sample_answering=f"{answered}/{len(sample)}")
-            line("idle stateful session (hibernated, marginal)", len(sids) - half[0], n - n // 2,
-                 half[1], after, from_sessions=half[0], to_sessions=len(sids))
-            deleted = await delete_all(a, sem, sids)
-            line("hibernated sessions deleted", len(sids), n, before, await settle(a.pid),
-                 deleted=deleted)
+            await hibernated(a, sem, n)
 
         before = await settle(a.pid)
         t = time.monotonic()
