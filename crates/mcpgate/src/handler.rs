@@ -1,7 +1,7 @@
 //! The MCP face of mcpgate: one `ServerHandler` that finds the caller, audits the call and asks
 //! the backend. Every transport serves this same handler, so a tool sees the same context on all.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mcpgate_auth::Principal;
@@ -41,7 +41,12 @@ impl McpHandler {
         transport: TransportKind,
         tool_timeout: Duration,
     ) -> Self {
-        let policy = Arc::new(ScopePolicy::new(&PolicyConfig::default(), Vec::new()));
+        // Shared: rmcp builds a handler per stateless request (twice: once to look up tool
+        // schemas), and building a policy each time cost ~2 % of a tool call.
+        static DEFAULT_POLICY: OnceLock<Arc<ScopePolicy>> = OnceLock::new();
+        let policy = DEFAULT_POLICY
+            .get_or_init(|| Arc::new(ScopePolicy::new(&PolicyConfig::default(), Vec::new())))
+            .clone();
         Self {
             backend,
             transport,
