@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
 
 use super::AuthServer;
 use crate::store::{Store, StoreResult, User};
@@ -72,10 +73,23 @@ pub async fn authenticate(
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_owned());
     let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
+    // Argon2 is CPU-bound and takes 19 MiB per verification: more at once than there are cores
+    // only adds latency, and a burst of logins would otherwise hold a buffer per blocking thread.
+    let ok = match verification_slots().acquire().await {
+        Ok(_slot) => tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+            .await
+            .unwrap_or(false),
+        Err(_closed) => false,
+    };
     Ok(user.filter(|_| ok))
+}
+
+/// One slot per core for password verifications, shared by every server in the process.
+fn verification_slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    })
 }
 
 /// A random password for the first-start admin: 20 characters from an alphabet without
