@@ -23,15 +23,15 @@ RUN mkdir -p crates/mcpgate/src crates/mcpgate/benches crates/mcpgate-auth/src c
  && touch crates/mcpgate/src/lib.rs crates/mcpgate-auth/src/lib.rs \
  && echo 'fn main() {}' > crates/mcpgate/benches/policy.rs \
  && echo 'fn main() {}' > crates/mcpgate-auth/benches/verify.rs \
- && cargo build --release --locked -p mcpgate \
+ && cargo build --profile dist --locked -p mcpgate \
  && rm -rf crates/mcpgate/src crates/mcpgate/benches crates/mcpgate-auth/src crates/mcpgate-auth/benches
 
 # 2. The real sources (migrations and page templates are embedded at compile time). Touch
 #    them so cargo never mistakes a stub's fingerprint for the real crate's.
 COPY crates crates
 RUN find crates -type f -exec touch {} + \
- && cargo build --release --locked -p mcpgate \
- && install -Dm0755 target/release/mcpgate /out/mcpgate
+ && cargo build --profile dist --locked -p mcpgate \
+ && install -Dm0755 target/dist/mcpgate /out/mcpgate
 
 # ---------------------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -57,10 +57,6 @@ ENV MCP_TRANSPORT=streamable-http \
     MCP_PORT=8080 \
     MCP_LOG_FORMAT=json \
     MCP_NOTES_DB=/var/lib/mcpgate/notes.db
-# A fixed glibc mmap threshold: the built-in AS's 19 MiB Argon2 buffers are then returned to the
-# system after each login instead of staying in per-thread arenas (bench/RESULTS.md, soak: ~28 MiB
-# instead of ~240 MiB resident).
-ENV MALLOC_MMAP_THRESHOLD_=1048576
 
 USER 10001:10001
 EXPOSE 8080

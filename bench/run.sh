@@ -42,12 +42,13 @@
 #   BENCH_INSTR_N="200 1200"    N1 and N2 of that count
 #   BENCH_RESULTS=bench/RESULTS.md   where the report goes ("" = don't write it)
 #   BENCH_OUT=test-artifacts/bench   raw data and logs (wiped at start)
-#   MCPGATE=path                use this binary instead of `cargo build --release -p mcpgate`
+#   MCPGATE=path                use this binary instead of `cargo build --profile dist -p mcpgate`
+#                               (dist: release + fat LTO, one codegen unit, as the Dockerfile ships)
 #   BENCH_EXTRAS=0              1: afterwards also bench/token-endpoint.sh (code exchanges and refresh
 #                               rotations per second: SQLite, PostgreSQL, oidc-provider) and
 #                               bench/idle-memory.sh (RSS per idle session / open SSE stream at 1,000
-#                               and 10,000); raw output in $OUT/token-endpoint and $OUT/idle-memory,
-#                               not in the generated block of RESULTS.md
+#                               and 10,000), reported with their targets in the generated block;
+#                               raw output in $OUT/token-endpoint and $OUT/idle-memory
 # Raw data and logs: test-artifacts/bench/ (results.tsv, systems.tsv, startup.tsv, env.txt,
 # profile-*.txt, *.log).
 set -euo pipefail
@@ -82,9 +83,9 @@ fi
 say "peers (scripts/setup-peers.sh)"
 "$ROOT/scripts/setup-peers.sh"
 if [[ -z "${MCPGATE:-}" ]]; then
-  say "cargo build --release -p mcpgate"
-  (cd "$ROOT" && cargo build --release -q -p mcpgate)
-  MCPGATE="$ROOT/target/release/mcpgate"
+  say "cargo build --profile dist -p mcpgate"
+  (cd "$ROOT" && cargo build --profile dist -q -p mcpgate)
+  MCPGATE="$ROOT/target/dist/mcpgate"
 fi
 MCPGATE="$(realpath "$MCPGATE")"
 [[ -x "$MCPGATE" ]] || die "no mcpgate binary at $MCPGATE"
@@ -370,9 +371,6 @@ fi
   echo "idp_calls=JWKS fetches $(grep -c 'GET /jwks' "$OUT/idp.log" || true), introspection calls $(grep -c 'POST /token/introspection' "$OUT/idp.log" || true) (whole run, start-up trials included)"
 } >>"$OUT/env.txt"
 
-# --- report ----------------------------------------------------------------------------------------
-python3 "$BENCH/lib/report.py" "$OUT" "$RESULTS"
-
 if [[ "${BENCH_EXTRAS:-0}" == 1 ]]; then
   cleanup  # the load-test systems and the IdP are no longer needed
   PIDS=()
@@ -381,3 +379,6 @@ if [[ "${BENCH_EXTRAS:-0}" == 1 ]]; then
   say "idle sessions and SSE streams (bench/idle-memory.sh)"
   MCPGATE="$MCPGATE" IDLE_OUT="$OUT/idle-memory" "$BENCH/idle-memory.sh"
 fi
+
+# --- report ----------------------------------------------------------------------------------------
+python3 "$BENCH/lib/report.py" "$OUT" "$RESULTS"
