@@ -37,7 +37,7 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a st
         return Err(BearerError::Malformed);
     }
     let token = token.trim_start_matches(' ');
-    if token.is_empty() || !token.bytes().all(|b| TOKEN68[usize::from(b)]) {
+    if token.is_empty() || !is_b64token(token) {
         return Err(BearerError::Malformed);
     }
     Ok(token)
@@ -49,19 +49,20 @@ fn query_has_token(query: &str) -> bool {
         .any(|pair| pair.split('=').next() == Some("access_token"))
 }
 
-/// RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" followed by "="s. A table,
-/// because every request's token (often a kilobyte of JWT) is scanned with it.
-const TOKEN68: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
-        b += 1;
-    }
-    table
-};
+/// RFC 6750 b64token: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" followed by "="s.
+///
+/// Every request's token (often a kilobyte of JWT) goes through this, so it is written to be
+/// vectorised: no early exit and only comparisons, which the compiler turns into SIMD compares
+/// over 16 or 32 bytes at a time (a table lookup or a short-circuiting `all` cannot be).
+fn is_b64token(token: &str) -> bool {
+    token.bytes().fold(true, |ok, b| {
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        let digit = b.wrapping_sub(b'0') < 10;
+        let mark = (b == b'-') | (b == b'.') | (b == b'_') | (b == b'~');
+        let base64 = (b == b'+') | (b == b'/') | (b == b'=');
+        ok & (letter | digit | mark | base64)
+    })
+}
 
 #[cfg(test)]
 mod tests {
@@ -84,6 +85,22 @@ mod tests {
         );
         assert_eq!(extract(&headers(&["bearer abc"]), None), Ok("abc"));
         assert_eq!(extract(&headers(&["BEARER  abc"]), None), Ok("abc"));
+    }
+
+    /// The branch-free check agrees with RFC 6750's character set on every ASCII character, and
+    /// refuses every non-ASCII one.
+    #[test]
+    fn b64token_alphabet_is_exactly_rfc_6750() {
+        for b in 0u8..=127 {
+            let by_rfc = b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+            let one = (b as char).to_string();
+            assert_eq!(is_b64token(&one), by_rfc, "{b:#04x}");
+            assert_eq!(is_b64token(&format!("abc{one}def")), by_rfc, "{b:#04x}");
+        }
+        for c in ['é', 'ß', '€', '\u{80}', '\u{ff}'] {
+            assert!(!is_b64token(&format!("abc{c}")), "{c:?}");
+        }
     }
 
     #[test]
