@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use tokio_util::sync::CancellationToken;
 
 use super::claims::{AccessClaims, ClaimRules, now_secs};
-use super::jwt::looks_like_jwt;
+use super::jwt::{has_two_dots, looks_like_jwt};
 use super::token_cache::{TokenCacheSettings, VerifiedTokenCache, token_key};
 use super::verifier::{Verifier, VerifyError};
 use crate::Principal;
@@ -115,6 +115,9 @@ impl Verifier for LocalJwtVerifier {
     async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError> {
         let invalid = |m: &str| VerifyError::Invalid(m.to_owned());
         // The cache first: a hit was a JWT when it was verified (see `JwtVerifier::verify`).
+        if !has_two_dots(token) {
+            return Ok(None);
+        }
         let cache_key = token_key(token);
         if let Some(hit) = self.cache.get(&cache_key) {
             // Revocation can happen at any time: checked on every hit, as on a full verification.
