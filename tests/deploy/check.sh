@@ -168,10 +168,16 @@ cargo = open("crates/mcpgate/Cargo.toml").read()
 bins = re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', cargo)
 check(bins == ["mcpgate"], f"crates/mcpgate declares the bin mcpgate ({bins})")
 runs = " ".join(rest for ins, rest in builder["lines"] if ins == "RUN")
-check("cargo build --release --locked -p mcpgate" in runs, "Dockerfile: cargo build --release --locked -p mcpgate")
+# --release, or a custom profile the workspace declares (dist: release + fat LTO).
+build = re.search(r"cargo build --(?:release|profile ([\w-]+)) --locked -p mcpgate", runs)
+profile = (build.group(1) if build else None) or "release"
+check(build is not None, "Dockerfile: cargo build --release|--profile P --locked -p mcpgate")
+if profile != "release":
+    workspace = open("Cargo.toml").read()
+    check(f"[profile.{profile}]" in workspace, f"Dockerfile: the profile {profile} is declared in Cargo.toml")
 check(runs.count("cargo build") >= 2, "Dockerfile: a separate dependency build before the sources are copied")
-check("target/release/mcpgate" in runs or any("target/release/mcpgate" in r for _, r in final["lines"]),
-      "Dockerfile: the binary taken from target/release/mcpgate")
+check(f"target/{profile}/mcpgate" in runs or any(f"target/{profile}/mcpgate" in r for _, r in final["lines"]),
+      f"Dockerfile: the binary taken from target/{profile}/mcpgate")
 # Cached dependency layer: each member's manifest and build script copied, each declared bench stubbed.
 copied = " ".join(rest for ins, rest in builder["lines"] if ins == "COPY")
 for member in re.findall(r'"(crates/[^"]+)"', re.search(r"members\s*=\s*\[([^\]]*)\]", ws).group(1)):
