@@ -54,7 +54,7 @@ impl Forwarder<'_> {
             context.client_capabilities(),
         );
         let (id, peer) = (handle.id.clone(), handle.peer.clone());
-        tokio::select! {
+        let response = tokio::select! {
             response = handle.await_response() => response.map_err(|error| self.failed(error, &connection)),
             // rmcp cancels the context when the downstream client sends notifications/cancelled.
             () = context.ct.cancelled() => {
@@ -62,7 +62,17 @@ impl Forwarder<'_> {
                 let _ = peer.notify_cancelled(CancelledNotificationParam::new(Some(id), reason)).await;
                 Err(ErrorData::internal_error("request cancelled by the client", None))
             }
+        };
+        // rmcp hands each upstream notification to a task of its own but delivers the response
+        // inline, so progress the upstream sent just before its result can still be queued here.
+        // Let queued tasks run before the call's progress routing goes, so that progress reaches
+        // the client ahead of the result (seen under load: the last of three arrived too late).
+        // This makes the race unlikely, not impossible: a task another worker is running may
+        // still be mid-send.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
         }
+        response
     }
 
     /// Fetch every page of a list. `page` extracts the items and next cursor from one result.
