@@ -4,20 +4,20 @@
 //! grant, one winner among concurrent exchanges and rotations, refusals that change nothing, and
 //! rotations that survive a restart once answered.
 
+mod scratch_pg;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mcpgate_auth::ScopeSet;
-use mcpgate_auth::store::postgres::PostgresStore;
 use mcpgate_auth::store::sqlite::SqliteStore;
 use mcpgate_auth::store::{
     AuthorizationCode, Client, ClientSource, CodeExchange, CodeGrant, CodeRedemption, RefreshCheck,
     RefreshRedemption, RefreshRotation, RefreshToken, Store, TokenFamily, User,
 };
+use scratch_pg::TestDb;
 use serde_json::json;
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
 
 const NOW: i64 = 1_700_000_000;
 const RESOURCE: &str = "https://mcp.example.com/mcp";
@@ -439,56 +439,10 @@ async fn sqlite_answered_rotations_survive_a_restart() {
 
 // PostgreSQL.
 
-fn admin_url() -> String {
-    std::env::var("MCPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A scratch database, dropped when this is dropped.
-struct TestDb {
-    name: String,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // On a thread of its own: `drop` cannot await, and runs inside a runtime.
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await
-                    .ok()?;
-                admin.close().await.ok()
-            })
-        })
-        .join();
-    }
-}
-
 async fn postgres() -> (TestDb, Arc<dyn Store>) {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "mcpgate_tokentx_{}_{}_{:08x}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    );
-    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let mut url = url::Url::parse(&admin_url()).unwrap();
-    url.set_path(&format!("/{name}"));
-    let store = PostgresStore::open(url.as_str()).await.unwrap();
-    (TestDb { name }, Arc::new(store))
+    let db = TestDb::new().await;
+    let store = db.open().await;
+    (db, Arc::new(store))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
