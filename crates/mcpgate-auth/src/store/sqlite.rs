@@ -503,15 +503,36 @@ fn code_from(row: &SqliteRow) -> StoreResult<AuthorizationCode> {
 const FAMILY_COLUMNS: &str =
     "family_id, client_id, user_id, scope, resource, created_at, revoked_at";
 
+/// Where a row keeps a family's columns after `family_id`: client, user, scope, resource,
+/// created, revoked.
+type FamilyColumns = [&'static str; 6];
+
 fn family_from(row: &SqliteRow) -> StoreResult<TokenFamily> {
+    family_in(
+        row,
+        [
+            "client_id",
+            "user_id",
+            "scope",
+            "resource",
+            "created_at",
+            "revoked_at",
+        ],
+    )
+}
+
+fn family_in(
+    row: &SqliteRow,
+    [client, user, scope, resource, created, revoked]: FamilyColumns,
+) -> StoreResult<TokenFamily> {
     Ok(TokenFamily {
         family_id: row.try_get("family_id").map_err(store_err)?,
-        client_id: row.try_get("client_id").map_err(store_err)?,
-        user_id: row.try_get("user_id").map_err(store_err)?,
-        scope: scope_from(row, "scope")?,
-        resource: row.try_get("resource").map_err(store_err)?,
-        created_at: row.try_get("created_at").map_err(store_err)?,
-        revoked_at: row.try_get("revoked_at").map_err(store_err)?,
+        client_id: row.try_get(client).map_err(store_err)?,
+        user_id: row.try_get(user).map_err(store_err)?,
+        scope: scope_from(row, scope)?,
+        resource: row.try_get(resource).map_err(store_err)?,
+        created_at: row.try_get(created).map_err(store_err)?,
+        revoked_at: row.try_get(revoked).map_err(store_err)?,
     })
 }
 
@@ -635,15 +656,17 @@ const FOUND_REFRESH_SQL: &str = "SELECT r.token_hash, r.family_id, r.scope, r.re
 
 /// The family columns of [`FOUND_REFRESH_SQL`].
 fn found_family_from(row: &SqliteRow) -> StoreResult<TokenFamily> {
-    Ok(TokenFamily {
-        family_id: row.try_get("family_id").map_err(store_err)?,
-        client_id: row.try_get("f_client_id").map_err(store_err)?,
-        user_id: row.try_get("f_user_id").map_err(store_err)?,
-        scope: scope_from(row, "f_scope")?,
-        resource: row.try_get("f_resource").map_err(store_err)?,
-        created_at: row.try_get("f_created_at").map_err(store_err)?,
-        revoked_at: row.try_get("f_revoked_at").map_err(store_err)?,
-    })
+    family_in(
+        row,
+        [
+            "f_client_id",
+            "f_user_id",
+            "f_scope",
+            "f_resource",
+            "f_created_at",
+            "f_revoked_at",
+        ],
+    )
 }
 
 /// The body of [`Store::rotate_refresh`], inside its write transaction: one read, the check,
