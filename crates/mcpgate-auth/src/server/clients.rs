@@ -180,6 +180,8 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
         && reg.host() == req.host()
         && reg.path() == req.path()
         && reg.query() == req.query()
+        // Neither may carry a fragment (RFC 6749 §3.1.2); the relaxation only forgives the port.
+        && reg.fragment().is_none()
         && req.fragment().is_none()
         && reg.username() == req.username()
         && reg.password().is_none()
@@ -200,6 +202,24 @@ pub fn is_loopback_redirect(url: &url::Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the property test `relaxation_is_loopback_only`: a registered fragment was not
+    /// part of the comparison, so a loopback URI without it matched.
+    #[test]
+    fn a_registered_fragment_is_never_relaxed_away() {
+        assert!(!redirect_uri_matches(
+            "http://[::1]?x=1#f",
+            "http://[::1]?x=1"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1:1/cb#f",
+            "http://127.0.0.1:2/cb"
+        ));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1:1/cb",
+            "http://127.0.0.1:2/cb"
+        ));
+    }
 
     #[test]
     fn exact_match_except_loopback_ports() {
