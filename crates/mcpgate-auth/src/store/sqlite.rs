@@ -14,28 +14,34 @@
 //! `fsync` per commit, which, taken one request at a time, caps the token endpoint at 1/fsync
 //! (a few hundred per second on ordinary disks). So the token endpoint's writes (code
 //! exchanges, refresh rotations, code redemptions, family creations and revocations) go through
-//! one writer task that commits them in groups: it takes every write queued while the
+//! one writer ([`writer`]) that commits them in groups: it takes every write queued while the
 //! previous commit was syncing, runs each in its own `SAVEPOINT` inside one `BEGIN IMMEDIATE`
 //! transaction (a failing write is rolled back alone), commits once, and only then answers
 //! each request — never before its write is durable. The writes of a group run one after the
 //! other on one connection, so each sees the ones before it exactly as if they had committed
 //! separately: two rotations of one refresh token in one group still have one winner.
+//!
+//! The writer is a thread with a connection of its own (rusqlite, on the same SQLite library
+//! sqlx links), not a pool connection: sqlx runs each statement on its connection's worker
+//! thread, and those round trips between threads cost more than the statements. The writes it
+//! runs are in [`grouped`]; everything else (reads, and the rare administrative writes in their
+//! own `BEGIN IMMEDIATE` transactions) goes through the sqlx pool, and waits on the same
+//! write lock.
+
+mod grouped;
+mod writer;
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use futures::FutureExt;
-use futures::channel::oneshot;
-use futures::future::BoxFuture;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqliteExecutor, Transaction};
-use tokio::sync::mpsc;
 
 use super::{
     AuthorizationCode, BrowserSession, Client, ClientSource, CodeExchange, CodeGrant,
@@ -44,6 +50,7 @@ use super::{
     UpstreamLogin, User,
 };
 use crate::ScopeSet;
+use writer::{GroupWriter, Target, Work};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -57,9 +64,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const USED_CODE_RETENTION_SECS: i64 = 600;
 /// Default for [`SqliteStore::with_family_retention`].
 pub const DEFAULT_FAMILY_RETENTION_SECS: i64 = 7 * 24 * 3600;
-
-/// Most writes one group commit carries (a bound on how long one transaction holds the lock).
-const MAX_GROUP: usize = 64;
 
 /// A [`Store`] on SQLite.
 #[derive(Debug, Clone)]
@@ -88,8 +92,9 @@ impl SqliteStore {
         let mut pool = SqlitePoolOptions::new();
         if in_memory {
             // An in-memory database lives as long as one connection to it: keep exactly one,
-            // forever. One connection also avoids shared-cache table locks, which the busy
-            // timeout does not cover.
+            // forever. (The group-commit writer joins it by its shared-cache name as a second
+            // connection; shared-cache table locks, which the busy timeout does not cover, are
+            // waited out through SQLite's unlock notification by sqlx and rusqlite alike.)
             pool = pool
                 .max_connections(1)
                 .min_connections(1)
@@ -113,8 +118,9 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating the SQLite store: {e}")))?;
+        let writer = GroupWriter::start(writer_target(&pool).await?).await?;
         Ok(Self {
-            writer: Arc::new(GroupWriter::new(pool.clone())),
+            writer: Arc::new(writer),
             pool,
             family_retention_secs: DEFAULT_FAMILY_RETENTION_SECS,
         })
@@ -132,8 +138,10 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Closes every connection (a clean shutdown checkpoints the WAL).
+    /// Closes every connection (a clean shutdown checkpoints the WAL), the group-commit
+    /// writer's once the writes queued so far are answered.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -147,189 +155,30 @@ impl SqliteStore {
 
     /// Runs `work` in the next group commit and returns its outcome once that is durable.
     async fn grouped<T: Send + 'static>(&self, work: Work<T>) -> StoreResult<T> {
-        let (reply, answer) = oneshot::channel();
-        self.writer.submit(Box::new(Job { work, reply }));
-        answer.await.map_err(|_| {
-            StoreError::Unavailable("the SQLite writer stopped before committing".to_owned())
-        })?
+        self.writer.run(work).await
     }
 }
 
-// Group commit (see the module documentation).
-
-/// One write of a group: runs on the group's connection inside its transaction. `Err` rolls
-/// back this write alone.
-type Work<T> =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send>;
-
-/// Boxes a write (pins down the closure's higher-ranked signature for type inference).
-fn work<T, F>(f: F) -> Work<T>
-where
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-{
-    Box::new(f)
-}
-
-/// A queued write, its result type erased.
-trait GroupJob: Send {
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Reply>>;
-    fn fail(self: Box<Self>, error: StoreError);
-}
-
-/// A write that has run, waiting for its group's commit to be answered.
-trait Reply: Send {
-    fn succeeded(&self) -> bool;
-    fn send(self: Box<Self>, commit: &StoreResult<()>);
-}
-
-struct Job<T> {
-    work: Work<T>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-struct Ran<T> {
-    outcome: StoreResult<T>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<T: Send + 'static> GroupJob for Job<T> {
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Reply>> {
-        let Job { work, reply } = *self;
-        async move {
-            let outcome = work(conn).await;
-            Box::new(Ran { outcome, reply }) as Box<dyn Reply>
-        }
-        .boxed()
-    }
-
-    fn fail(self: Box<Self>, error: StoreError) {
-        // The requester may be gone (its client hung up): nobody left to tell.
-        let _ = self.reply.send(Err(error));
-    }
-}
-
-impl<T: Send + 'static> Reply for Ran<T> {
-    fn succeeded(&self) -> bool {
-        self.outcome.is_ok()
-    }
-
-    fn send(self: Box<Self>, commit: &StoreResult<()>) {
-        let outcome = match (self.outcome, commit) {
-            (Ok(value), Ok(())) => Ok(value),
-            // Its writes were part of a group that did not commit: nothing happened.
-            (Ok(_), Err(e)) => Err(e.clone()),
-            (Err(e), _) => Err(e),
-        };
-        let _ = self.reply.send(outcome);
-    }
-}
-
-/// The queue of the writer task. The task belongs to the runtime that started it; if that
-/// runtime is gone (a store kept across runtimes), the next write starts a new one.
-struct GroupWriter {
-    pool: SqlitePool,
-    queue: Mutex<mpsc::UnboundedSender<Box<dyn GroupJob>>>,
-}
-
-impl std::fmt::Debug for GroupWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupWriter").finish_non_exhaustive()
-    }
-}
-
-impl GroupWriter {
-    /// Must be called inside a Tokio runtime (the store is opened from async code).
-    fn new(pool: SqlitePool) -> Self {
-        let queue = Mutex::new(spawn_writer(pool.clone()));
-        Self { pool, queue }
-    }
-
-    fn submit(&self, job: Box<dyn GroupJob>) {
-        // A poisoned lock only means another submit panicked; the sender is still sound.
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(mpsc::error::SendError(job)) = queue.send(job) {
-            *queue = spawn_writer(self.pool.clone());
-            if let Err(mpsc::error::SendError(job)) = queue.send(job) {
-                job.fail(StoreError::Unavailable(
-                    "the SQLite writer could not be started".to_owned(),
-                ));
-            }
-        }
-    }
-}
-
-fn spawn_writer(pool: SqlitePool) -> mpsc::UnboundedSender<Box<dyn GroupJob>> {
-    let (queue, jobs) = mpsc::unbounded_channel();
-    tokio::spawn(write_groups(pool, jobs));
-    queue
-}
-
-/// The writer task: ends when every handle of the store is gone.
-async fn write_groups(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<Box<dyn GroupJob>>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    // Everything queued while the previous group was committing forms the next group.
-    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        commit_group(&pool, std::mem::take(&mut group)).await;
-    }
-}
-
-async fn commit_group(pool: &SqlitePool, group: Vec<Box<dyn GroupJob>>) {
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let e = store_err(e);
-            for job in group {
-                job.fail(e.clone());
-            }
-            return;
-        }
+/// Where the group-commit writer opens its connection: the database the pool uses, as SQLite
+/// itself names it (an absolute path; empty for an in-memory database, which the writer joins
+/// by the pool's shared-cache name).
+async fn writer_target(pool: &SqlitePool) -> StoreResult<Target> {
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(pool)
+            .await
+            .map_err(store_err)?;
+    let in_memory = file.is_empty();
+    let path = if in_memory {
+        pool.connect_options().get_filename().to_owned()
+    } else {
+        file.into()
     };
-    let mut ran = Vec::with_capacity(group.len());
-    let mut jobs = group.into_iter().peekable();
-    // Each write runs in a savepoint. Closing one and opening the next is a single query, and
-    // the last one is closed by the commit: per write, one round trip to SQLite's thread.
-    let mut broken = statement(&mut tx, "SAVEPOINT grouped").await.err();
-    while broken.is_none() {
-        let Some(job) = jobs.next() else { break };
-        let reply = job.run(&mut tx).await;
-        let last = jobs.peek().is_none();
-        let end = match (reply.succeeded(), last) {
-            (true, true) => Ok(()),
-            (true, false) => statement(&mut tx, "RELEASE grouped; SAVEPOINT grouped").await,
-            (false, true) => statement(&mut tx, "ROLLBACK TO grouped; RELEASE grouped").await,
-            (false, false) => {
-                statement(
-                    &mut tx,
-                    "ROLLBACK TO grouped; RELEASE grouped; SAVEPOINT grouped",
-                )
-                .await
-            }
-        };
-        ran.push(reply);
-        broken = end.err();
-    }
-    let commit = match broken {
-        // The transaction's state is unknown: undo all of it.
-        Some(e) => {
-            for job in jobs {
-                job.fail(e.clone());
-            }
-            let _ = tx.rollback().await;
-            Err(e)
-        }
-        None => tx.commit().await.map_err(store_err),
-    };
-    for reply in ran {
-        reply.send(&commit);
-    }
-}
-
-async fn statement(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
-    sqlx::query(sql)
-        .execute(conn)
-        .await
-        .map_err(store_err)
-        .map(|_| ())
+    Ok(Target {
+        path,
+        in_memory,
+        busy_timeout: BUSY_TIMEOUT,
+    })
 }
 
 fn is_in_memory(url: &str) -> bool {
@@ -483,56 +332,22 @@ fn session_from(row: &SqliteRow) -> StoreResult<BrowserSession> {
     })
 }
 
+/// Read by the group-commit writer ([`grouped`]).
 const CODE_COLUMNS: &str = "code_hash, client_id, user_id, redirect_uri, code_challenge, \
                             resource, scope, expires_at, family_id";
-
-fn code_from(row: &SqliteRow) -> StoreResult<AuthorizationCode> {
-    Ok(AuthorizationCode {
-        code_hash: row.try_get("code_hash").map_err(store_err)?,
-        client_id: row.try_get("client_id").map_err(store_err)?,
-        user_id: row.try_get("user_id").map_err(store_err)?,
-        redirect_uri: row.try_get("redirect_uri").map_err(store_err)?,
-        code_challenge: row.try_get("code_challenge").map_err(store_err)?,
-        resource: row.try_get("resource").map_err(store_err)?,
-        scope: scope_from(row, "scope")?,
-        expires_at: row.try_get("expires_at").map_err(store_err)?,
-        family_id: row.try_get("family_id").map_err(store_err)?,
-    })
-}
 
 const FAMILY_COLUMNS: &str =
     "family_id, client_id, user_id, scope, resource, created_at, revoked_at";
 
-/// Where a row keeps a family's columns after `family_id`: client, user, scope, resource,
-/// created, revoked.
-type FamilyColumns = [&'static str; 6];
-
 fn family_from(row: &SqliteRow) -> StoreResult<TokenFamily> {
-    family_in(
-        row,
-        [
-            "client_id",
-            "user_id",
-            "scope",
-            "resource",
-            "created_at",
-            "revoked_at",
-        ],
-    )
-}
-
-fn family_in(
-    row: &SqliteRow,
-    [client, user, scope, resource, created, revoked]: FamilyColumns,
-) -> StoreResult<TokenFamily> {
     Ok(TokenFamily {
         family_id: row.try_get("family_id").map_err(store_err)?,
-        client_id: row.try_get(client).map_err(store_err)?,
-        user_id: row.try_get(user).map_err(store_err)?,
-        scope: scope_from(row, scope)?,
-        resource: row.try_get(resource).map_err(store_err)?,
-        created_at: row.try_get(created).map_err(store_err)?,
-        revoked_at: row.try_get(revoked).map_err(store_err)?,
+        client_id: row.try_get("client_id").map_err(store_err)?,
+        user_id: row.try_get("user_id").map_err(store_err)?,
+        scope: scope_from(row, "scope")?,
+        resource: row.try_get("resource").map_err(store_err)?,
+        created_at: row.try_get("created_at").map_err(store_err)?,
+        revoked_at: row.try_get("revoked_at").map_err(store_err)?,
     })
 }
 
@@ -627,326 +442,6 @@ async fn revoke_families_where(
         .await
         .map_err(store_err)?;
     Ok(ids)
-}
-
-/// The body of [`Store::redeem_refresh`], inside its write transaction.
-async fn redeem_refresh_in(
-    conn: &mut SqliteConnection,
-    token_hash: &str,
-    successor: &RefreshToken,
-    now: Timestamp,
-    grace_secs: i64,
-) -> StoreResult<RefreshRedemption> {
-    let Some(token) = fetch_refresh(&mut *conn, token_hash).await? else {
-        return Ok(RefreshRedemption::Invalid);
-    };
-    let Some(family) = fetch_family(&mut *conn, &token.family_id).await? else {
-        return Ok(RefreshRedemption::Invalid);
-    };
-    redeem_found(conn, token, family, successor, now, grace_secs).await
-}
-
-/// A refresh token, its family and the username of the family's user, in one read.
-const FOUND_REFRESH_SQL: &str = "SELECT r.token_hash, r.family_id, r.scope, r.resource, \
-     r.expires_at, r.created_at, r.rotated_at, f.client_id AS f_client_id, \
-     f.user_id AS f_user_id, f.scope AS f_scope, f.resource AS f_resource, \
-     f.created_at AS f_created_at, f.revoked_at AS f_revoked_at, u.username AS username \
-     FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
-     LEFT JOIN users u ON u.id = f.user_id WHERE r.token_hash = ?";
-
-/// The family columns of [`FOUND_REFRESH_SQL`].
-fn found_family_from(row: &SqliteRow) -> StoreResult<TokenFamily> {
-    family_in(
-        row,
-        [
-            "f_client_id",
-            "f_user_id",
-            "f_scope",
-            "f_resource",
-            "f_created_at",
-            "f_revoked_at",
-        ],
-    )
-}
-
-/// The body of [`Store::rotate_refresh`], inside its write transaction: one read, the check,
-/// then the redemption's writes.
-async fn rotate_refresh_in(
-    conn: &mut SqliteConnection,
-    token_hash: &str,
-    successor: &RefreshToken,
-    now: Timestamp,
-    grace_secs: i64,
-    check: RefreshCheck,
-) -> StoreResult<RefreshRotation> {
-    let row = sqlx::query(FOUND_REFRESH_SQL)
-        .bind(token_hash)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_err)?;
-    let Some(row) = row else {
-        return Ok(RefreshRotation::Redeemed {
-            redemption: RefreshRedemption::Invalid,
-            username: None,
-        });
-    };
-    let token = refresh_from(&row)?;
-    let family = found_family_from(&row)?;
-    let username: Option<String> = row.try_get("username").map_err(store_err)?;
-    if !check(&token, &family, username.as_deref()) {
-        return Ok(RefreshRotation::Refused {
-            token,
-            family,
-            username,
-        });
-    }
-    let successor = super::successor_of(&token, successor);
-    let redemption = redeem_found(conn, token, family, &successor, now, grace_secs).await?;
-    Ok(RefreshRotation::Redeemed {
-        redemption,
-        username,
-    })
-}
-
-/// Redeems a refresh token found with its family (same transaction).
-async fn redeem_found(
-    conn: &mut SqliteConnection,
-    mut token: RefreshToken,
-    mut family: TokenFamily,
-    successor: &RefreshToken,
-    now: Timestamp,
-    grace_secs: i64,
-) -> StoreResult<RefreshRedemption> {
-    let token_hash = token.token_hash.clone();
-    if family.revoked_at.is_some() || token.expires_at <= now {
-        return Ok(RefreshRedemption::Invalid);
-    }
-    match token.rotated_at {
-        None => {
-            issue_successor(conn, successor, &family.family_id, now, Some(&token_hash)).await?;
-            token.rotated_at = Some(now);
-            Ok(RefreshRedemption::Current { token, family })
-        }
-        // Strictly less: with a zero grace window every second presentation is a replay.
-        Some(rotated_at) if now - rotated_at < grace_secs => {
-            issue_successor(conn, successor, &family.family_id, now, None).await?;
-            Ok(RefreshRedemption::WithinGrace { token, family })
-        }
-        Some(_) => {
-            sqlx::query("UPDATE token_families SET revoked_at = ? WHERE family_id = ?")
-                .bind(now)
-                .bind(&family.family_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(store_err)?;
-            family.revoked_at = Some(now);
-            Ok(RefreshRedemption::Replayed { family })
-        }
-    }
-}
-
-/// Stores `successor` in the family and records the family's use, and with `rotated` marks that
-/// token rotated into it. One query of several statements (numbered parameters, shared by all):
-/// sqlx runs each query on its connection's worker thread, and the round trip to that thread,
-/// not SQLite, is what a statement costs most. A failing statement stops the rest; the caller's
-/// transaction (or savepoint) undoes the ones before. Beware when writing such queries: sqlx
-/// binds a statement's unused lower-numbered slots from a running count over the whole query
-/// and stops binding once that count passes the number of arguments, so the total of such gaps
-/// must stay below it (here at most 8 gaps for 9 arguments; the rotation tests check the values).
-async fn issue_successor(
-    conn: &mut SqliteConnection,
-    successor: &RefreshToken,
-    family_id: &str,
-    now: Timestamp,
-    rotated: Option<&str>,
-) -> StoreResult<()> {
-    const INSERT_AND_USE: &str = "INSERT INTO refresh_tokens (token_hash, family_id, scope, \
-         resource, expires_at, created_at, rotated_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8); \
-         UPDATE token_families SET last_used_at = ?1 WHERE family_id = ?3";
-    const ROTATE_INSERT_AND_USE: &str = "UPDATE refresh_tokens SET rotated_at = ?1, \
-         successor = ?2 WHERE token_hash = ?9; \
-         INSERT INTO refresh_tokens (token_hash, family_id, scope, \
-         resource, expires_at, created_at, rotated_at) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8); \
-         UPDATE token_families SET last_used_at = ?1 WHERE family_id = ?3";
-    let query = sqlx::query(if rotated.is_some() {
-        ROTATE_INSERT_AND_USE
-    } else {
-        INSERT_AND_USE
-    })
-    .bind(now)
-    .bind(&successor.token_hash)
-    .bind(family_id)
-    .bind(successor.scope.to_string())
-    .bind(&successor.resource)
-    .bind(successor.expires_at)
-    .bind(successor.created_at)
-    .bind(successor.rotated_at)
-    .bind(rotated);
-    query
-        .execute(conn)
-        .await
-        .map_err(conflict_or(|| "refresh token".to_owned()))?;
-    Ok(())
-}
-
-/// The body of [`Store::create_family`], inside its write transaction: the inserts in one query
-/// (see [`issue_successor`] for why), then the code's link.
-async fn create_family_in(
-    conn: &mut SqliteConnection,
-    family: &TokenFamily,
-    first: Option<&RefreshToken>,
-    code_hash: Option<&str>,
-) -> StoreResult<()> {
-    const FAMILY: &str = "INSERT INTO token_families (family_id, client_id, user_id, scope, \
-         resource, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-    const FAMILY_AND_FIRST: &str = "INSERT INTO token_families (family_id, client_id, user_id, \
-         scope, resource, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7); \
-         INSERT INTO refresh_tokens (token_hash, family_id, scope, resource, \
-         expires_at, created_at, rotated_at) VALUES (?8, ?1, ?9, ?10, ?11, ?12, ?13)";
-    sqlx::query(if first.is_some() {
-        FAMILY_AND_FIRST
-    } else {
-        FAMILY
-    })
-    .bind(&family.family_id)
-    .bind(&family.client_id)
-    .bind(&family.user_id)
-    .bind(family.scope.to_string())
-    .bind(&family.resource)
-    .bind(family.created_at)
-    .bind(family.revoked_at)
-    .bind(first.map(|t| t.token_hash.as_str()))
-    .bind(first.map(|t| t.scope.to_string()))
-    .bind(first.map(|t| t.resource.as_str()))
-    .bind(first.map(|t| t.expires_at))
-    .bind(first.map(|t| t.created_at))
-    .bind(first.and_then(|t| t.rotated_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(conflict_or(|| {
-        format!("token family {} or its refresh token", family.family_id)
-    }))?;
-    let Some(code_hash) = code_hash else {
-        return Ok(());
-    };
-    let replayed_at: Option<Option<Timestamp>> = sqlx::query_scalar(
-        "UPDATE authorization_codes SET family_id = ? WHERE code_hash = ? AND family_id IS NULL \
-         RETURNING replayed_at",
-    )
-    .bind(&family.family_id)
-    .bind(code_hash)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(store_err)?;
-    match replayed_at {
-        // One code, one family: linking a second one would hide the first from a replay.
-        None => Err(StoreError::Conflict(
-            "authorization code unknown or already exchanged".to_owned(),
-        )),
-        // The code was replayed while this, its first exchange, was in flight: the grant is
-        // born revoked so that the replay still ends it.
-        Some(Some(_)) => {
-            sqlx::query(
-                "UPDATE token_families SET revoked_at = COALESCE(revoked_at, ?) \
-                 WHERE family_id = ?",
-            )
-            .bind(family.created_at)
-            .bind(&family.family_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(store_err)?;
-            Ok(())
-        }
-        Some(None) => Ok(()),
-    }
-}
-
-/// The body of [`Store::redeem_code`] (two single-row statements; see there), also returning the
-/// username of the code's user.
-async fn redeem_code_in(
-    conn: &mut SqliteConnection,
-    code_hash: &str,
-    now: Timestamp,
-) -> StoreResult<(CodeRedemption, Option<String>)> {
-    // Of two concurrent first uses exactly one UPDATE matches `used_at IS NULL`; the other falls
-    // through to the replay branch. A code can only go from unused to used, so no interleaving
-    // misclassifies.
-    let sql = format!(
-        "UPDATE authorization_codes SET used_at = ?1 \
-         WHERE code_hash = ?2 AND used_at IS NULL AND expires_at > ?1 \
-         RETURNING {CODE_COLUMNS}, \
-         (SELECT username FROM users WHERE users.id = authorization_codes.user_id) AS username"
-    );
-    let fresh = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .bind(code_hash)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_err)?;
-    if let Some(row) = fresh {
-        let username = row.try_get("username").map_err(store_err)?;
-        return Ok((CodeRedemption::Fresh(code_from(&row)?), username));
-    }
-    // Used before (expired or not): a replay. Recording it lets a family still being
-    // created from the first use be born revoked (see `create_family_in`).
-    let sql = format!(
-        "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, ?1) \
-         WHERE code_hash = ?2 AND used_at IS NOT NULL \
-         RETURNING {CODE_COLUMNS}"
-    );
-    let replayed = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .bind(code_hash)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_err)?;
-    match replayed {
-        Some(row) => Ok((CodeRedemption::Replayed(code_from(&row)?), None)),
-        // Never issued, purged, or expired before its first use.
-        None => Ok((CodeRedemption::Unknown, None)),
-    }
-}
-
-/// The body of [`Store::exchange_code`], inside its write transaction.
-async fn exchange_code_in(
-    conn: &mut SqliteConnection,
-    code_hash: &str,
-    now: Timestamp,
-    grant: CodeGrant,
-) -> StoreResult<CodeExchange> {
-    match redeem_code_in(&mut *conn, code_hash, now).await? {
-        (CodeRedemption::Fresh(code), username) => {
-            let Some((family, first)) = grant(&code, username.as_deref()) else {
-                return Ok(CodeExchange::Refused { code, username });
-            };
-            create_family_in(conn, &family, first.as_ref(), Some(code_hash)).await?;
-            Ok(CodeExchange::Issued { code, username })
-        }
-        (CodeRedemption::Replayed(code), _) => {
-            if let Some(family_id) = &code.family_id {
-                revoke_family_in(conn, family_id, now).await?;
-            }
-            Ok(CodeExchange::Replayed(code))
-        }
-        (CodeRedemption::Unknown, _) => Ok(CodeExchange::Unknown),
-    }
-}
-
-async fn revoke_family_in(
-    conn: &mut SqliteConnection,
-    family_id: &str,
-    now: Timestamp,
-) -> StoreResult<()> {
-    // Keeps the first revocation time: the denylist has already published it.
-    sqlx::query(
-        "UPDATE token_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(family_id)
-    .execute(conn)
-    .await
-    .map_err(store_err)?;
-    Ok(())
 }
 
 async fn grant_consent_in(
@@ -1324,8 +819,8 @@ impl Store for SqliteStore {
 
     async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption> {
         let code_hash = code_hash.to_owned();
-        self.grouped(work(move |conn| {
-            async move { Ok(redeem_code_in(conn, &code_hash, now).await?.0) }.boxed()
+        self.grouped(Box::new(move |conn| {
+            Ok(grouped::redeem_code(conn, &code_hash, now)?.0)
         }))
         .await
     }
@@ -1338,9 +833,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (family, first) = (family.clone(), first.cloned());
         let code_hash = code_hash.map(str::to_owned);
-        self.grouped(work(move |conn| {
-            async move { create_family_in(conn, &family, first.as_ref(), code_hash.as_deref()).await }
-                .boxed()
+        self.grouped(Box::new(move |conn| {
+            grouped::create_family(conn, &family, first.as_ref(), code_hash.as_deref())
         }))
         .await
     }
@@ -1359,9 +853,8 @@ impl Store for SqliteStore {
         // One writer, one write at a time: of concurrent redeems of one token only the first
         // sees it unrotated; the others see it rotated at `now` (grace) or revoke.
         let (token_hash, successor) = (token_hash.to_owned(), successor.clone());
-        self.grouped(work(move |conn| {
-            async move { redeem_refresh_in(conn, &token_hash, &successor, now, grace_secs).await }
-                .boxed()
+        self.grouped(Box::new(move |conn| {
+            grouped::redeem_refresh(conn, &token_hash, &successor, now, grace_secs)
         }))
         .await
     }
@@ -1373,8 +866,8 @@ impl Store for SqliteStore {
         grant: CodeGrant,
     ) -> StoreResult<CodeExchange> {
         let code_hash = code_hash.to_owned();
-        self.grouped(work(move |conn| {
-            async move { exchange_code_in(conn, &code_hash, now, grant).await }.boxed()
+        self.grouped(Box::new(move |conn| {
+            grouped::exchange_code(conn, &code_hash, now, grant)
         }))
         .await
     }
@@ -1388,11 +881,8 @@ impl Store for SqliteStore {
         check: RefreshCheck,
     ) -> StoreResult<RefreshRotation> {
         let (token_hash, successor) = (token_hash.to_owned(), successor.clone());
-        self.grouped(work(move |conn| {
-            async move {
-                rotate_refresh_in(conn, &token_hash, &successor, now, grace_secs, check).await
-            }
-            .boxed()
+        self.grouped(Box::new(move |conn| {
+            grouped::rotate_refresh(conn, &token_hash, &successor, now, grace_secs, check)
         }))
         .await
     }
@@ -1403,8 +893,8 @@ impl Store for SqliteStore {
 
     async fn revoke_family(&self, family_id: &str, now: Timestamp) -> StoreResult<()> {
         let family_id = family_id.to_owned();
-        self.grouped(work(move |conn| {
-            async move { revoke_family_in(conn, &family_id, now).await }.boxed()
+        self.grouped(Box::new(move |conn| {
+            grouped::revoke_family(conn, &family_id, now)
         }))
         .await
     }
