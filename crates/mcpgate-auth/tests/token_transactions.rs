@@ -14,7 +14,7 @@ use mcpgate_auth::ScopeSet;
 use mcpgate_auth::store::sqlite::SqliteStore;
 use mcpgate_auth::store::{
     AuthorizationCode, Client, ClientSource, CodeExchange, CodeGrant, CodeRedemption, RefreshCheck,
-    RefreshRedemption, RefreshRotation, RefreshToken, Store, TokenFamily, User,
+    RefreshRedemption, RefreshRotation, RefreshToken, Store, StoreError, TokenFamily, User,
 };
 use scratch_pg::TestDb;
 use serde_json::json;
@@ -391,6 +391,34 @@ async fn sqlite_concurrent_rotations_have_one_winner() {
 async fn sqlite_in_memory_goes_through_the_writer_too() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
     refused_rotations_change_nothing(store).await;
+}
+
+/// The writer joins an in-memory database by its shared-cache name (`sqlite::memory:`); a private
+/// one it could not see is refused when the store is made, not on the first write.
+#[tokio::test]
+async fn sqlite_private_in_memory_pools_are_refused() {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new())
+        .await
+        .unwrap();
+    assert!(matches!(
+        SqliteStore::from_pool(pool).await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+/// A closed store's writer answers what was queued and refuses what comes after.
+#[tokio::test]
+async fn sqlite_writes_after_close_are_refused() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.url()).await.unwrap();
+    seed(&store).await;
+    store.close().await;
+    assert!(matches!(
+        store.revoke_family("f1", NOW).await,
+        Err(StoreError::Unavailable(_))
+    ));
 }
 
 /// Once `rotate_refresh` has answered, the rotation is on disk: a new store on the same file

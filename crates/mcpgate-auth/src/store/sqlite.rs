@@ -28,6 +28,7 @@
 //! own `BEGIN IMMEDIATE` transactions) goes through the sqlx pool, and waits on the same
 //! write lock.
 
+mod client_cache;
 mod grouped;
 mod writer;
 
@@ -50,6 +51,8 @@ use super::{
     UpstreamLogin, User,
 };
 use crate::ScopeSet;
+use client_cache::ClientCache;
+pub use client_cache::DEFAULT_CLIENT_CACHE_TTL;
 use writer::{GroupWriter, Target, Work};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -71,6 +74,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     family_retention_secs: i64,
     writer: Arc<GroupWriter>,
+    clients: Arc<ClientCache>,
 }
 
 impl SqliteStore {
@@ -123,6 +127,7 @@ impl SqliteStore {
             writer: Arc::new(writer),
             pool,
             family_retention_secs: DEFAULT_FAMILY_RETENTION_SECS,
+            clients: Arc::new(ClientCache::new(DEFAULT_CLIENT_CACHE_TTL)),
         })
     }
 
@@ -131,6 +136,14 @@ impl SqliteStore {
     /// denylist names, so this must outlast the longest access-token lifetime.
     pub fn with_family_retention(mut self, secs: i64) -> Self {
         self.family_retention_secs = secs;
+        self
+    }
+
+    /// How long a client read from the database is trusted without reading it again (see
+    /// `client_cache.rs`): changes through this store are seen at once, changes by another
+    /// process on the same file after at most this long. Zero reads every time.
+    pub fn with_client_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.clients = Arc::new(ClientCache::new(ttl));
         self
     }
 
@@ -648,19 +661,29 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(conflict_or(|| format!("client {:?}", client.client_id)))?;
+        self.clients.forget(&client.client_id);
         Ok(())
     }
 
     async fn client(&self, client_id: &str) -> StoreResult<Option<Client>> {
+        if let Some(client) = self.clients.get(client_id) {
+            return Ok(Some(client));
+        }
+        let generation = self.clients.generation();
         let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE client_id = ?");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let client = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(store_err)?
             .as_ref()
             .map(client_from)
-            .transpose()
+            .transpose()?;
+        // Unknown ids are not remembered: anyone can send them.
+        if let Some(client) = &client {
+            self.clients.put(generation, client);
+        }
+        Ok(client)
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
@@ -678,6 +701,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         let deleted = delete_client_in(&mut tx, client_id).await?;
         tx.commit().await.map_err(store_err)?;
+        self.clients.forget(client_id);
         Ok(deleted)
     }
 
