@@ -5,7 +5,7 @@
 //! `mcp:prompts:read`. `mcp:tools:write` implies `mcp:tools:read`; `mcp:admin` implies all.
 //! Configured rules (glob patterns, first match wins) replace the default for what they match.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use mcpgate_auth::{Principal, ScopeSet};
 
@@ -51,7 +51,10 @@ pub enum Operation<'a> {
 
 #[derive(Debug, Clone)]
 pub struct ScopePolicy {
-    hierarchy: HashMap<String, Vec<String>>,
+    /// For every scope the hierarchy gives implications, everything it implies, transitively.
+    /// Worked out once here so that checking a request allocates nothing and hashes nothing
+    /// (this runs on every authenticated call, up to three times).
+    implied: BTreeMap<String, Implied>,
     baseline: Vec<String>,
     tools: Vec<Rule>,
     resources: Vec<Rule>,
@@ -60,15 +63,35 @@ pub struct ScopePolicy {
     known: BTreeSet<String>,
 }
 
-/// A principal's scopes with the hierarchy applied.
-pub struct Grants {
-    scopes: HashSet<String>,
+/// What one scope implies through the hierarchy.
+#[derive(Debug, Clone, Default)]
+struct Implied {
+    scopes: BTreeSet<String>,
+    /// The scope leads to `*`: it implies every scope.
     everything: bool,
 }
 
-impl Grants {
+/// A principal's scopes with the hierarchy applied: a view over the principal and the policy.
+pub struct Grants<'a> {
+    /// `None`: the anonymous principal of an unauthenticated server, which holds everything.
+    held: Option<&'a ScopeSet>,
+    implied: &'a BTreeMap<String, Implied>,
+}
+
+impl Grants<'_> {
     pub fn has(&self, scope: &str) -> bool {
-        self.everything || self.scopes.contains(scope)
+        let Some(held) = self.held else {
+            return true;
+        };
+        // `*` means everything only as an implication the operator configured: a token that
+        // merely carries a scope named `*` (an IdP may let clients ask for any string) gets
+        // nothing from it.
+        (scope != EVERYTHING && held.contains(scope))
+            || held.iter().filter(|s| *s != EVERYTHING).any(|s| {
+                self.implied
+                    .get(s)
+                    .is_some_and(|i| i.everything || i.scopes.contains(scope))
+            })
     }
 }
 
@@ -97,7 +120,7 @@ impl ScopePolicy {
         }
         known.extend(baseline.iter().cloned());
         Self {
-            hierarchy,
+            implied: implications(&hierarchy),
             baseline,
             tools: config.tools.clone(),
             resources: config.resources.clone(),
@@ -108,46 +131,23 @@ impl ScopePolicy {
 
     /// The scopes `principal` effectively holds. Unauthenticated servers (stdio, auth off) have
     /// no scopes to enforce: their anonymous principal holds everything.
-    pub fn grants(&self, principal: &Principal) -> Grants {
-        if principal.is_anonymous() {
-            return Grants {
-                scopes: HashSet::new(),
-                everything: true,
-            };
-        }
-        self.expand(&principal.scopes)
-    }
-
-    fn expand(&self, scopes: &ScopeSet) -> Grants {
-        let mut seen: HashSet<String> = HashSet::new();
-        // `*` means everything only as an implication the operator configured: a token that
-        // merely carries a scope named `*` (an IdP may let clients ask for any string) gets
-        // nothing from it.
-        let mut queue: Vec<String> = scopes
-            .iter()
-            .filter(|s| *s != EVERYTHING)
-            .map(str::to_owned)
-            .collect();
-        let mut everything = false;
-        while let Some(scope) = queue.pop() {
-            if scope == EVERYTHING {
-                everything = true;
-                continue;
-            }
-            if seen.insert(scope.clone())
-                && let Some(implied) = self.hierarchy.get(&scope)
-            {
-                queue.extend(implied.iter().cloned());
-            }
-        }
+    pub fn grants<'a>(&'a self, principal: &'a Principal) -> Grants<'a> {
         Grants {
-            scopes: seen,
-            everything,
+            held: (!principal.is_anonymous()).then_some(&principal.scopes),
+            implied: &self.implied,
         }
     }
 
     /// Every scope the operation needs (the baseline included).
     pub fn required(&self, op: Operation<'_>) -> Vec<String> {
+        let mut required: Vec<String> = self.requirements(op).map(str::to_owned).collect();
+        required.sort();
+        required.dedup();
+        required
+    }
+
+    /// The scopes `op` needs, baseline first, possibly repeated.
+    fn requirements<'a>(&'a self, op: Operation<'_>) -> impl Iterator<Item = &'a str> {
         let (rules, subject, default) = match op {
             Operation::Tool { name, read_only } => (
                 &self.tools,
@@ -157,32 +157,29 @@ impl ScopePolicy {
             Operation::Resource { uri } => (&self.resources, uri, RESOURCES_READ),
             Operation::Prompt { name } => (&self.prompts, name, PROMPTS_READ),
         };
-        let mut required = self.baseline.clone();
-        match rules.iter().find(|r| glob_match(&r.pattern, subject)) {
-            Some(rule) => required.extend(rule.scopes.iter().cloned()),
-            None => required.push(default.to_owned()),
-        }
-        required.sort();
-        required.dedup();
-        required
+        let rule = rules.iter().find(|r| glob_match(&r.pattern, subject));
+        let specific = rule.map(|r| r.scopes.as_slice()).unwrap_or_default();
+        self.baseline
+            .iter()
+            .chain(specific)
+            .map(String::as_str)
+            .chain(rule.is_none().then_some(default))
     }
 
     /// `Err(missing)` with the scopes the caller lacks.
-    pub fn check(&self, grants: &Grants, op: Operation<'_>) -> Result<(), Vec<String>> {
-        let missing: Vec<String> = self
+    pub fn check(&self, grants: &Grants<'_>, op: Operation<'_>) -> Result<(), Vec<String>> {
+        if self.requirements(op).all(|s| grants.has(s)) {
+            return Ok(());
+        }
+        Err(self
             .required(op)
             .into_iter()
             .filter(|s| !grants.has(s))
-            .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(missing)
-        }
+            .collect())
     }
 
     /// The baseline needed to use the server at all.
-    pub fn check_baseline(&self, grants: &Grants) -> Result<(), Vec<String>> {
+    pub fn check_baseline(&self, grants: &Grants<'_>) -> Result<(), Vec<String>> {
         let missing: Vec<String> = self
             .baseline
             .iter()
@@ -215,17 +212,51 @@ impl ScopePolicy {
     }
 }
 
+/// Everything each scope of `hierarchy` implies, transitively (cycles allowed). Reaching `*`
+/// marks the scope as implying everything; `*` itself is not expanded further.
+fn implications(hierarchy: &HashMap<String, Vec<String>>) -> BTreeMap<String, Implied> {
+    hierarchy
+        .keys()
+        .map(|scope| {
+            let mut implied = Implied::default();
+            let mut seen: HashSet<&str> = HashSet::from([scope.as_str()]);
+            let mut queue: Vec<&str> = vec![scope.as_str()];
+            while let Some(next) = queue.pop() {
+                for s in hierarchy.get(next).into_iter().flatten() {
+                    if s == EVERYTHING {
+                        implied.everything = true;
+                    } else if seen.insert(s) {
+                        implied.scopes.insert(s.clone());
+                        queue.push(s);
+                    }
+                }
+            }
+            (scope.clone(), implied)
+        })
+        .collect()
+}
+
 /// Glob matching with `*` (any run, possibly empty) and `?` (one character).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    // Byte-wise when both are ASCII (the usual tool names and URIs: no allocation on the request
+    // path); by characters otherwise, so that `?` stands for one character, not one byte.
+    if pattern.is_ascii() && text.is_ascii() {
+        glob(pattern.as_bytes(), text.as_bytes(), b'*', b'?')
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        glob(&p, &t, '*', '?')
+    }
+}
+
+fn glob<T: PartialEq + Copy>(p: &[T], t: &[T], any_run: T, any_one: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == any_one || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any_run {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -237,7 +268,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == any_run)
 }
 
 #[cfg(test)]
@@ -313,7 +344,8 @@ mod tests {
                 .check(&policy.grants(&principal(TOOLS_READ)), write)
                 .is_err()
         );
-        let admin = policy.grants(&principal(ADMIN));
+        let admin = principal(ADMIN);
+        let admin = policy.grants(&admin);
         assert!(policy.check(&admin, write).is_ok());
         assert!(
             policy
@@ -357,7 +389,8 @@ mod tests {
             }),
             ["mcp:connect", "notes:rw"]
         );
-        let g = policy.grants(&principal("notes:rw"));
+        let rw = principal("notes:rw");
+        let g = policy.grants(&rw);
         assert_eq!(
             policy.check(
                 &g,

@@ -239,8 +239,9 @@ proptest! {
         if allowed(&strict, &held, &op) {
             prop_assert!(allowed(&loose, &held, &op));
         }
-        let grants_loose = loose.grants(&principal(&held));
-        let grants_strict = strict.grants(&principal(&held));
+        let holder = principal(&held);
+        let grants_loose = loose.grants(&holder);
+        let grants_strict = strict.grants(&holder);
         if strict.check_baseline(&grants_strict).is_ok() {
             prop_assert!(loose.check_baseline(&grants_loose).is_ok());
         }
@@ -282,7 +283,8 @@ proptest! {
         probe in prop_oneof![scope(), Just("zzz".to_owned())],
     ) {
         let policy = ScopePolicy::new(&config, Vec::new());
-        let grants = policy.grants(&principal(&held));
+        let holder = principal(&held);
+        let grants = policy.grants(&holder);
         let (closure, everything) = closure(&with_defaults(&config), &held);
         prop_assert_eq!(grants.has(&probe), everything || closure.contains(&probe));
     }

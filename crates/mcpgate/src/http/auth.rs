@@ -77,7 +77,7 @@ pub async fn authenticator(
     let authenticator =
         authenticator.unwrap_or_else(|| Authenticator::new(chain).with_realm("mcpgate"));
     Ok(Some(Arc::new(
-        authenticator.with_observer(Arc::new(AuditObserver)),
+        authenticator.with_observer(Arc::new(AuditObserver::default())),
     )))
 }
 

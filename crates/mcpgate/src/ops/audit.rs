@@ -4,7 +4,10 @@
 //! (`MCP_LOG_LEVEL=info,mcpgate::audit=info`). They name principals, never secrets.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use metrics::Counter;
 
 use mcpgate_auth::Principal;
 use mcpgate_auth::resource::{AuthEvent, AuthObserver, AuthOutcome};
@@ -12,12 +15,53 @@ use mcpgate_auth::resource::{AuthEvent, AuthObserver, AuthOutcome};
 use crate::backend::TransportKind;
 
 /// Reports every authentication decision to the audit log and the metrics.
-pub struct AuditObserver;
+#[derive(Default)]
+pub struct AuditObserver {
+    /// `mcpgate_auth_total` by outcome. Looking a labelled counter up in the registry hashes its
+    /// key on every request; the handles are taken on the first request instead (not at
+    /// construction: the server is built before `http::build` has waited for the recorder).
+    counters: OnceLock<OutcomeCounters>,
+}
+
+struct OutcomeCounters {
+    accepted: Counter,
+    missing: Counter,
+    malformed: Counter,
+    rejected: Counter,
+    unavailable: Counter,
+}
+
+impl OutcomeCounters {
+    fn new() -> Self {
+        let counter =
+            |outcome: &'static str| metrics::counter!("mcpgate_auth_total", "outcome" => outcome);
+        Self {
+            accepted: counter("accepted"),
+            missing: counter("missing"),
+            malformed: counter("malformed"),
+            rejected: counter("rejected"),
+            unavailable: counter("unavailable"),
+        }
+    }
+
+    fn of(&self, outcome: &AuthOutcome) -> &Counter {
+        match outcome {
+            AuthOutcome::Accepted(_) => &self.accepted,
+            AuthOutcome::Missing => &self.missing,
+            AuthOutcome::Malformed(_) => &self.malformed,
+            AuthOutcome::Rejected(_) => &self.rejected,
+            AuthOutcome::Unavailable(_) => &self.unavailable,
+        }
+    }
+}
 
 impl AuthObserver for AuditObserver {
     fn on_auth(&self, event: &AuthEvent<'_>) {
         let outcome = event.outcome.label();
-        metrics::counter!("mcpgate_auth_total", "outcome" => outcome).increment(1);
+        self.counters
+            .get_or_init(OutcomeCounters::new)
+            .of(event.outcome)
+            .increment(1);
         // Formatted only if the record is written: this runs on every authenticated request.
         let peer = tracing::field::display(PeerIp(event.peer));
         match event.outcome {
