@@ -8,7 +8,8 @@ use mcpgate_auth::ScopeSet;
 use mcpgate_auth::keys::KeyManager;
 use mcpgate_auth::resource::claims::now_secs;
 use mcpgate_auth::resource::{
-    AudiencePolicy, ClaimRules, LocalJwtVerifier, RevocationList, Verifier, VerifyError,
+    AudiencePolicy, AuthOutcome, Authenticator, ClaimRules, LocalJwtVerifier, RevocationList,
+    Verifier, VerifierChain, VerifyError,
 };
 use mcpgate_auth::server::token::AccessTokenClaims;
 use mcpgate_auth::store::sqlite::SqliteStore;
@@ -105,6 +106,57 @@ async fn revoked_jtis_and_grants_are_refused_after_a_reload() {
         }
     }
     assert!(revocations.is_grant_revoked("fam-2"));
+}
+
+/// Through the middleware's entry point: a token verified once is recognised by its digest from
+/// then on (no syntax scan, no signature check), which must still honour a revocation, and must
+/// never let a token that does not parse through.
+#[tokio::test]
+async fn the_authenticator_recalls_verified_tokens_and_their_revocation() {
+    let (store, keys, revocations, verifier) = setup().await;
+    let auth = Authenticator::new(VerifierChain::new(vec![Arc::new(verifier)]));
+    let token = keys.sign(&claims("j-auth", None)).unwrap();
+    let request = |value: String| {
+        http::Request::builder()
+            .uri("/mcp")
+            .header(http::header::AUTHORIZATION, value)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let present = |token: &str| request(format!("Bearer {token}"));
+
+    let AuthOutcome::Accepted(first) = auth.authenticate(&present(&token)).await else {
+        panic!("a fresh token is accepted");
+    };
+    let AuthOutcome::Accepted(again) = auth.authenticate(&present(&token)).await else {
+        panic!("a verified token is accepted again");
+    };
+    assert!(Arc::ptr_eq(&first, &again), "the second time is a recall");
+    for malformed in [
+        format!("{token}\""),
+        format!("{token} "),
+        format!("{token},x"),
+    ] {
+        assert!(
+            matches!(
+                auth.authenticate(&present(&malformed)).await,
+                AuthOutcome::Malformed(_)
+            ),
+            "{malformed:?}"
+        );
+    }
+
+    store.revoke_jti("j-auth", now_secs() + 300).await.unwrap();
+    revocations
+        .reload(store.as_ref(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    match auth.authenticate(&present(&token)).await {
+        AuthOutcome::Rejected(reason) => assert!(reason.contains("revoked"), "{reason}"),
+        other => panic!("expected the revocation to be honoured, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -23,6 +23,15 @@ pub enum BearerError {
 /// A token in the query string (`access_token=`) is refused even when a header is present: it
 /// would end up in proxy logs and browser history (RFC 6750 §5.3, MCP authorization spec).
 pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, BearerError> {
+    validate(extract_unchecked(headers, query)?)
+}
+
+/// [`extract`] without the token's syntax check: the credentials as presented, for looking up a
+/// token verified before (whose syntax was checked then). Pass anything else to [`validate`].
+pub fn extract_unchecked<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&str>,
+) -> Result<&'a [u8], BearerError> {
     if query.is_some_and(query_has_token) {
         return Err(BearerError::InQuery);
     }
@@ -32,7 +41,7 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a st
         return Err(BearerError::Duplicated);
     }
     // On bytes: `HeaderValue::to_str` would check every byte of the token once more, one at a
-    // time, before the b64token check below (which admits only ASCII) does it vectorised.
+    // time, before the b64token check (which admits only ASCII) does it vectorised.
     let value = value.as_bytes();
     let space = value
         .iter()
@@ -42,7 +51,11 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a st
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(BearerError::Malformed);
     }
-    let token = &token[token.iter().take_while(|&&b| b == b' ').count()..];
+    Ok(&token[token.iter().take_while(|&&b| b == b' ').count()..])
+}
+
+/// The token, if it is a non-empty RFC 6750 b64token.
+pub fn validate(token: &[u8]) -> Result<&str, BearerError> {
     if token.is_empty() || !is_b64token(token) {
         return Err(BearerError::Malformed);
     }

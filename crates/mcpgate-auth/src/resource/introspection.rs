@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 
 use super::claims::{AccessClaims, ClaimRules, now_secs};
-use super::verifier::{Verifier, VerifyError};
+use super::token_cache::{TokenKey, token_key};
+use super::verifier::{Recalled, Verifier, VerifyError};
 use crate::Principal;
 
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct IntrospectionVerifier {
     http: reqwest::Client,
     settings: IntrospectionSettings,
     rules: ClaimRules,
-    cache: Mutex<HashMap<[u8; 32], Introspected>>,
+    cache: Mutex<HashMap<TokenKey, Introspected>>,
 }
 
 /// An introspection answer turned into a principal, and until when it is trusted.
@@ -52,7 +52,7 @@ impl IntrospectionVerifier {
         }
     }
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Arc<Principal>> {
+    fn cached(&self, key: &TokenKey) -> Option<Arc<Principal>> {
         let mut cache = self
             .cache
             .lock()
@@ -67,7 +67,7 @@ impl IntrospectionVerifier {
         }
     }
 
-    fn remember(&self, key: [u8; 32], principal: &Arc<Principal>, exp: Option<i64>) {
+    fn remember(&self, key: TokenKey, principal: &Arc<Principal>, exp: Option<i64>) {
         let mut ttl = self.settings.cache_ceiling;
         if let Some(exp) = exp {
             let left = u64::try_from(exp - now_secs()).unwrap_or(0);
@@ -115,7 +115,7 @@ impl IntrospectionVerifier {
 #[async_trait]
 impl Verifier for IntrospectionVerifier {
     async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = token_key(token);
         if let Some(principal) = self.cached(&key) {
             return Ok(Some(principal));
         }
@@ -136,5 +136,13 @@ impl Verifier for IntrospectionVerifier {
         let principal = Arc::new(claims.into_principal(&self.rules)?);
         self.remember(key, &principal, exp);
         Ok(Some(principal))
+    }
+
+    fn recall(&self, key: &TokenKey) -> Option<Recalled> {
+        self.cached(key).map(Ok)
+    }
+
+    fn recalls(&self) -> bool {
+        true
     }
 }

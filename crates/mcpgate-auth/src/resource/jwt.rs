@@ -7,8 +7,8 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use super::claims::{AccessClaims, ClaimRules};
 use super::jwks::JwksCache;
-use super::token_cache::{TokenCacheSettings, VerifiedTokenCache, token_key};
-use super::verifier::{Verifier, VerifyError};
+use super::token_cache::{TokenCacheSettings, TokenKey, VerifiedTokenCache, token_key};
+use super::verifier::{Recalled, Verifier, VerifyError};
 use crate::Principal;
 
 pub struct JwtVerifier {
@@ -102,13 +102,8 @@ impl Verifier for JwtVerifier {
             return Ok(None);
         }
         let cache_key = token_key(token);
-        if let Some(hit) = self.cache.get(&cache_key) {
-            // The key that verified it must still be trusted (still published, and the key set
-            // not older than its ceiling); otherwise verify afresh, as without a cache.
-            if self.jwks.still_trusts(hit.kid.as_deref()) {
-                return Ok(Some(hit.principal.clone()));
-            }
-            self.cache.remove(&cache_key);
+        if let Some(recalled) = self.recall(&cache_key) {
+            return recalled.map(Some);
         }
         if !looks_like_jwt(token) {
             return Ok(None);
@@ -161,6 +156,21 @@ impl Verifier for JwtVerifier {
             }
         }
         Err(last_error)
+    }
+
+    fn recall(&self, key: &TokenKey) -> Option<Recalled> {
+        let hit = self.cache.get(key)?;
+        // The key that verified it must still be trusted (still published, and the key set not
+        // older than its ceiling); otherwise verify afresh, as without a cache.
+        if self.jwks.still_trusts(hit.kid.as_deref()) {
+            return Some(Ok(hit.principal.clone()));
+        }
+        self.cache.remove(key);
+        None
+    }
+
+    fn recalls(&self) -> bool {
+        self.cache.is_enabled()
     }
 }
 

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::claims::{AccessClaims, ClaimRules, now_secs};
 use super::jwt::{has_two_dots, looks_like_jwt};
-use super::token_cache::{TokenCacheSettings, VerifiedTokenCache, token_key};
-use super::verifier::{Verifier, VerifyError};
+use super::token_cache::{TokenCacheSettings, TokenKey, VerifiedTokenCache, token_key};
+use super::verifier::{Recalled, Verifier, VerifyError};
 use crate::Principal;
 use crate::keys::KeyManager;
 use crate::store::Store;
@@ -119,20 +119,8 @@ impl Verifier for LocalJwtVerifier {
             return Ok(None);
         }
         let cache_key = token_key(token);
-        if let Some(hit) = self.cache.get(&cache_key) {
-            // Revocation can happen at any time: checked on every hit, as on a full verification.
-            if self
-                .revocations
-                .is_revoked(hit.jti.as_deref(), hit.principal.grant_id.as_deref())
-            {
-                self.cache.remove(&cache_key);
-                return Err(invalid("the token has been revoked"));
-            }
-            if hit.kid.as_deref().is_some_and(|kid| self.keys.has_key(kid)) {
-                return Ok(Some(hit.principal.clone()));
-            }
-            // Its key left the ring: verify afresh, as without a cache.
-            self.cache.remove(&cache_key);
+        if let Some(recalled) = self.recall(&cache_key) {
+            return recalled.map(Some);
         }
         if !looks_like_jwt(token) {
             return Ok(None);
@@ -186,5 +174,29 @@ impl Verifier for LocalJwtVerifier {
             self.rules.leeway,
         );
         Ok(Some(principal))
+    }
+
+    fn recall(&self, key: &TokenKey) -> Option<Recalled> {
+        let hit = self.cache.get(key)?;
+        // Revocation can happen at any time: checked on every hit, as on a full verification.
+        if self
+            .revocations
+            .is_revoked(hit.jti.as_deref(), hit.principal.grant_id.as_deref())
+        {
+            self.cache.remove(key);
+            return Some(Err(VerifyError::Invalid(
+                "the token has been revoked".to_owned(),
+            )));
+        }
+        if hit.kid.as_deref().is_some_and(|kid| self.keys.has_key(kid)) {
+            return Some(Ok(hit.principal.clone()));
+        }
+        // Its key left the ring: verify afresh, as without a cache.
+        self.cache.remove(key);
+        None
+    }
+
+    fn recalls(&self) -> bool {
+        self.cache.is_enabled()
     }
 }

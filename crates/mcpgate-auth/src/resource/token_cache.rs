@@ -70,8 +70,8 @@ pub struct CachedToken {
 /// The SHA-256 of a token: the only form in which a token is kept.
 pub type TokenKey = [u8; 32];
 
-pub fn token_key(token: &str) -> TokenKey {
-    Sha256::digest(token.as_bytes()).into()
+pub fn token_key(token: impl AsRef<[u8]>) -> TokenKey {
+    Sha256::digest(token.as_ref()).into()
 }
 
 /// The map from token digests to their verifications. A SHA-256 digest is already a uniform hash,
@@ -303,7 +303,7 @@ mod tests {
         });
         let p = principal("a", now_secs() + 300);
         for i in 0..100 {
-            cache.insert(token_key(&i.to_string()), &p, None, None, Duration::ZERO);
+            cache.insert(token_key(i.to_string()), &p, None, None, Duration::ZERO);
             assert!(cache.len() <= 16);
         }
         assert!(
@@ -325,7 +325,7 @@ mod tests {
         });
         cache.write().insert(token_key("dead"), dead);
         for i in 0..SWEEP_EVERY {
-            cache.insert(token_key(&i.to_string()), &p, None, None, Duration::ZERO);
+            cache.insert(token_key(i.to_string()), &p, None, None, Duration::ZERO);
         }
         assert!(!cache.read().contains_key(&token_key("dead")));
         assert_eq!(cache.len(), SWEEP_EVERY);

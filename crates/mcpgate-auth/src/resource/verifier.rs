@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::token_cache::TokenKey;
 use crate::Principal;
 
 /// Why a verifier refused a token it recognised, or could not decide.
@@ -23,7 +24,22 @@ pub trait Verifier: Send + Sync {
     /// `Ok(None)` means "not a token of mine": the chain asks the next verifier. Shared, so a
     /// cached verification hands out the principal it holds rather than a deep copy.
     async fn verify(&self, token: &str) -> Result<Option<Arc<Principal>>, VerifyError>;
+
+    /// The decision this verifier already made about the token whose SHA-256 is `key` (a cache
+    /// hit, re-checked for what can change meanwhile: revocation, key trust, expiry), or `None`
+    /// when it has to see the token itself. Only a token it verified in full is ever recalled.
+    fn recall(&self, _key: &TokenKey) -> Option<Recalled> {
+        None
+    }
+
+    /// Whether [`Verifier::recall`] can ever answer (the verifier keeps a cache).
+    fn recalls(&self) -> bool {
+        false
+    }
 }
+
+/// What [`Verifier::recall`] found: the principal, or a refusal (a cached token since revoked).
+pub type Recalled = Result<Arc<Principal>, VerifyError>;
 
 /// Verifiers asked in order; the first that recognises the token decides.
 #[derive(Clone, Default)]
@@ -42,6 +58,16 @@ impl VerifierChain {
 
     pub fn is_empty(&self) -> bool {
         self.verifiers.is_empty()
+    }
+
+    /// The first verifier's recollection of the token whose SHA-256 is `key`, if any has one.
+    pub fn recall(&self, key: &TokenKey) -> Option<Recalled> {
+        self.verifiers.iter().find_map(|v| v.recall(key))
+    }
+
+    /// Whether any verifier of the chain can recall tokens.
+    pub fn recalls(&self) -> bool {
+        self.verifiers.iter().any(|v| v.recalls())
     }
 
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, VerifyError> {
