@@ -2,7 +2,8 @@
 //! JWT verification against a remote JWKS (cached, and uncached: a fresh cache per token, so the
 //! JWKS is fetched over loopback HTTP and parsed every time; both without the verified-token
 //! cache), verified-token cache hits (`*_token_cache_hit`), local verification of the built-in
-//! AS's own tokens, the static-token verifier, the whole verifier chain, and challenge building.
+//! AS's own tokens, the static-token verifier, the whole verifier chain, the middleware's entry
+//! point on a cache hit, the token digest alone, and challenge building.
 //!
 //!   cargo bench -p mcpgate-auth --bench verify
 use std::sync::Arc;
@@ -11,9 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use criterion::{Criterion, criterion_group, criterion_main};
 use mcpgate_auth::keys::KeyManager;
 use mcpgate_auth::resource::challenge::ChallengeError;
+use mcpgate_auth::resource::token_cache::token_key;
 use mcpgate_auth::resource::{
-    AudiencePolicy, Challenge, ClaimRules, JwksCache, JwksSettings, JwtVerifier, LocalJwtVerifier,
-    RevocationList, StaticToken, StaticTokenVerifier, TokenCacheSettings, Verifier, VerifierChain,
+    AudiencePolicy, Authenticator, Challenge, ClaimRules, JwksCache, JwksSettings, JwtVerifier,
+    LocalJwtVerifier, RevocationList, StaticToken, StaticTokenVerifier, TokenCacheSettings,
+    Verifier, VerifierChain,
 };
 use mcpgate_auth::store::Store;
 use mcpgate_auth::store::sqlite::SqliteStore;
@@ -125,6 +128,21 @@ fn verification(c: &mut Criterion) {
         b.to_async(&f.rt)
             .iter(|| async { hits.verify(&f.token).await.unwrap().unwrap() })
     });
+
+    // What a request pays in the middleware for a token seen before: header extraction, one
+    // SHA-256 (natively on the CPU's SHA extensions), the recall (cache hit, key-trust check).
+    let authenticator = Authenticator::new(VerifierChain::new(vec![Arc::new(hits)]));
+    let (parts, ()) = http::Request::builder()
+        .uri("/mcp")
+        .header(http::header::AUTHORIZATION, format!("Bearer {}", f.token))
+        .body(())
+        .unwrap()
+        .into_parts();
+    c.bench_function("authenticate_jwt_token_cache_hit", |b| {
+        b.to_async(&f.rt)
+            .iter(|| async { authenticator.authenticate(&parts).await })
+    });
+    c.bench_function("token_digest_sha256", |b| b.iter(|| token_key(&f.token)));
 
     let local = LocalJwtVerifier::new(
         f.keys.clone(),
