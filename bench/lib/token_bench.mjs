@@ -17,7 +17,7 @@
 // client, not the server, is the limit.
 import { parseArgs } from "node:util";
 import { createHash, randomBytes } from "node:crypto";
-import http from "node:http";
+import net from "node:net";
 
 const { values: o } = parseArgs({
   options: {
@@ -101,27 +101,78 @@ async function code(clientId, hop) {
   return { code: c, verifier };
 }
 
-// The timed requests use node:http on keep-alive connections (one per request in flight), not
-// fetch: undici's fetch costs the client about 1 ms of CPU per request, which on a 2-core machine
-// would make the client, not the server, the limit (it reports its CPU use, see above).
-const agent = new http.Agent({ keepAlive: true, maxSockets: K });
+// The timed requests go over a minimal HTTP/1.1 client on raw keep-alive sockets (one per
+// request in flight), not node:http and not fetch: node:http cost the client 0.25 ms of CPU per
+// code exchange (fetch ~1 ms), which on a 2-core machine made the client, not the server, the
+// limit (it reports its CPU use, see above). This one only writes a request and reads a response
+// framed by Content-Length (what both servers send for token responses); anything else fails.
 const tokenUrl = new URL(`${base}/token`);
-function token(body) {
-  const payload = new URLSearchParams(body).toString();
-  return new Promise((resolve, reject) => {
-    const req = http.request({ agent, host: tokenUrl.hostname, port: tokenUrl.port, path: tokenUrl.pathname, method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded", "content-length": Buffer.byteLength(payload) } }, (res) => {
-      const chunks = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("end", () => {
-        let json = {};
-        try { json = JSON.parse(Buffer.concat(chunks).toString()); } catch {}
-        resolve({ status: res.statusCode, json });
-      });
+const HEAD = `POST ${tokenUrl.pathname} HTTP/1.1\r\nhost: ${tokenUrl.host}\r\n` +
+  "content-type: application/x-www-form-urlencoded\r\ncontent-length: ";
+
+class Connection {
+  constructor() {
+    this.socket = null;
+    this.buffer = Buffer.alloc(0);
+    this.waiting = null; // { resolve, reject } of the request in flight
+  }
+
+  request(payload) {
+    if (!this.socket) this.open();
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.socket.write(`${HEAD}${Buffer.byteLength(payload)}\r\n\r\n${payload}`, "latin1");
     });
-    req.on("error", reject);
-    req.end(payload);
-  });
+  }
+
+  open() {
+    const socket = net.connect({ host: tokenUrl.hostname, port: Number(tokenUrl.port), noDelay: true });
+    this.socket = socket;
+    this.buffer = Buffer.alloc(0);
+    socket.on("data", (data) => this.received(data));
+    const lost = (error) => {
+      if (this.socket === socket) this.socket = null;
+      const waiting = this.waiting;
+      this.waiting = null;
+      waiting?.reject(error ?? new Error("the server closed the connection mid-request"));
+    };
+    socket.on("error", lost);
+    socket.on("close", () => lost());
+    // A request unanswered this long fails the run instead of hanging it; an idle connection
+    // is just closed (the next request opens another).
+    socket.setTimeout(30_000, () => socket.destroy(this.waiting ? new Error("no response in 30 s") : undefined));
+  }
+
+  received(data) {
+    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, data]) : data;
+    const end = this.buffer.indexOf("\r\n\r\n");
+    if (end < 0) return;
+    const head = this.buffer.toString("latin1", 0, end);
+    const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+    if (!length) {
+      this.socket.destroy(new Error(`response without Content-Length: ${head}`));
+      return;
+    }
+    const total = end + 4 + Number(length[1]);
+    if (this.buffer.length < total) return;
+    const body = this.buffer.toString("utf8", end + 4, total);
+    this.buffer = this.buffer.subarray(total);
+    if (/\r\nconnection: *close/i.test(head)) {
+      this.socket.end();
+      this.socket = null;
+    }
+    let json = {};
+    try { json = JSON.parse(body); } catch {}
+    const waiting = this.waiting;
+    this.waiting = null;
+    waiting?.resolve({ status: Number(head.slice(9, 12)), json });
+  }
+}
+
+const connections = Array.from({ length: K }, () => new Connection());
+// `worker`: which of the K requests in flight this is (each has its own connection).
+function token(body, worker) {
+  return connections[worker].request(new URLSearchParams(body).toString());
 }
 
 async function pool(items, k, fn) {
@@ -155,9 +206,9 @@ for (let done = 0; done < n; done += CHUNK) {
     (_, worker) => code(clientId, o.as === "oidc" ? jar() : browsers[worker]));
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
-  exchanged.push(...await pool(codes, K, ({ code, verifier }) => token({
+  exchanged.push(...await pool(codes, K, ({ code, verifier }, worker) => token({
     grant_type: "authorization_code", code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: clientId, resource,
-  })));
+  }, worker)));
   const u = process.cpuUsage(cpu0);
   exchangeCpuSecs += (u.user + u.system) / 1e6;
   exchangeSecs += (performance.now() - t0) / 1000;
@@ -171,10 +222,10 @@ let rotations = 0, failures = 0, rotated = 0;
 const t = performance.now();
 const cpu0 = process.cpuUsage();
 // The newest grants: oidc-provider's LRU has evicted the first chunks' (see above).
-await Promise.all(okExchanges.slice(-K).map(async ({ json }) => {
+await Promise.all(okExchanges.slice(-K).map(async ({ json }, worker) => {
   let rt = json.refresh_token;
   while (performance.now() < stopAt) {
-    const r = await token({ grant_type: "refresh_token", refresh_token: rt, client_id: clientId, resource });
+    const r = await token({ grant_type: "refresh_token", refresh_token: rt, client_id: clientId, resource }, worker);
     if (r.status !== 200) { failures++; break; }
     if (r.json.refresh_token && r.json.refresh_token !== rt) rotated++;
     rt = r.json.refresh_token ?? rt;
