@@ -167,19 +167,27 @@ struct Issued {
     refresh_token: Option<String>,
 }
 
+/// The JSON of [`Issued`] (RFC 6749 §5.1), serialised straight from borrowed fields.
+#[derive(Serialize)]
+struct IssuedJson<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+}
+
 impl IntoResponse for Issued {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({
-            "access_token": self.access_token,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-        });
-        if !self.scope.is_empty() {
-            body["scope"] = self.scope.to_string().into();
-        }
-        if let Some(refresh) = self.refresh_token {
-            body["refresh_token"] = refresh.into();
-        }
+        let body = IssuedJson {
+            access_token: &self.access_token,
+            token_type: "Bearer",
+            expires_in: self.expires_in,
+            scope: (!self.scope.is_empty()).then(|| self.scope.to_string()),
+            refresh_token: self.refresh_token.as_deref(),
+        };
         no_store(axum::Json(body).into_response())
     }
 }
