@@ -165,6 +165,12 @@ fn open(target: &Target) -> StoreResult<Connection> {
     // property of the file, set by the pool.)
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sqlite_err)?;
+    // Each write runs in a savepoint, so SQLite keeps a statement journal (the pages' contents
+    // before the savepoint) for the group's transaction; past 64 KiB it spills it to a temporary
+    // file, which for a group of code exchanges was as many page writes as the WAL itself. In
+    // memory it is freed at every commit, bounded by the pages one group touches.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(sqlite_err)?;
     // A private in-memory database (not shared by name) would open empty here: refuse it
     // rather than write where nobody reads.
     conn.query_row("SELECT count(*) FROM _sqlx_migrations", [], |_| Ok(()))
