@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +34,11 @@ struct LoadedKey {
     kid: String,
     activate_at: Timestamp,
     retire_at: Option<Timestamp>,
-    encoding: EncodingKey,
+    /// The private key, parsed once: `jsonwebtoken::encode` parses (and checks) the PKCS#8
+    /// document on every call, which cost about as much as the signature itself.
+    signing: EcdsaKeyPair,
+    /// The base64url JOSE header of every token this key signs (`ES256`, `at+jwt`, its `kid`).
+    header: String,
     decoding: DecodingKey,
     jwk: Jwk,
 }
@@ -134,11 +140,20 @@ impl KeyManager {
             .read()
             .signing(now_secs())
             .ok_or(KeyError::NoActiveKey)?;
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(key.kid.clone());
-        header.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&header, claims, &key.encoding)
-            .map_err(|e| KeyError::Crypto(e.to_string()))
+        // As `jsonwebtoken::encode` does (JWS compact serialisation, RFC 7515 §7.1), with the
+        // parsed key and the header encoded once per key.
+        let claims = serde_json::to_vec(claims).map_err(|e| KeyError::Crypto(e.to_string()))?;
+        let mut token = String::with_capacity(key.header.len() + claims.len() * 4 / 3 + 96);
+        token.push_str(&key.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let signature = key
+            .signing
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|e| KeyError::Crypto(e.to_string()))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 
     /// The public keys, as published at `/jwks`.
@@ -232,11 +247,18 @@ fn load(stored: &SigningKey) -> Result<LoadedKey, KeyError> {
     let crypto = |e: &dyn std::fmt::Display| KeyError::Crypto(format!("key {}: {e}", stored.kid));
     let jwk: Jwk = serde_json::from_value(stored.public_jwk.clone()).map_err(|e| crypto(&e))?;
     let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| crypto(&e))?;
+    let signing = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &stored.private_pkcs8)
+        .map_err(|e| crypto(&e))?;
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(stored.kid.clone());
+    header.typ = Some("at+jwt".into());
+    let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|e| crypto(&e))?);
     Ok(LoadedKey {
         kid: stored.kid.clone(),
         activate_at: stored.activate_at,
         retire_at: stored.retire_at,
-        encoding: EncodingKey::from_ec_der(&stored.private_pkcs8),
+        signing,
+        header,
         decoding,
         jwk,
     })

@@ -211,3 +211,31 @@ async fn tokens_of_other_issuers_or_algorithms_are_refused() {
     );
     assert_eq!(verifier.verify("opaque").await, Ok(None));
 }
+
+/// The signature is made with the key parsed once per reload (not by `jsonwebtoken::encode`):
+/// what it produces is still an RFC 9068 JWT that any verifier checks against the published JWKS.
+#[tokio::test]
+async fn signed_tokens_verify_against_the_published_jwks_with_an_independent_verifier() {
+    let (_, keys, _, _) = setup().await;
+    let signed = claims("j-jwks", Some("fam-1"));
+    let token = keys.sign(&signed).unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let jwks = keys.jwks();
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[RESOURCE]);
+    validation.set_issuer(&[ISSUER]);
+    let decoded = jsonwebtoken::decode::<AccessTokenClaims>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(decoded.claims, signed);
+    // Another token, another signature (ECDSA is randomised), same header.
+    let again = keys.sign(&signed).unwrap();
+    assert_ne!(again, token);
+    assert_eq!(again.split('.').next(), token.split('.').next());
+}
