@@ -3,39 +3,14 @@
 //! next to `serve`) once the time to live has passed, and unknown client ids are never
 //! remembered.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod scratch_sqlite;
+
 use std::time::Duration;
 
 use mcpgate_auth::store::sqlite::SqliteStore;
 use mcpgate_auth::store::{Client, ClientSource, Store};
+use scratch_sqlite::TempDir;
 use serde_json::json;
-
-/// A scratch directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mcpgate-client-cache-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("auth.db").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn client(id: &str, name: &str) -> Client {
     Client {

@@ -5,10 +5,9 @@
 //! rotations that survive a restart once answered.
 
 mod scratch_pg;
+mod scratch_sqlite;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mcpgate_auth::ScopeSet;
 use mcpgate_auth::store::sqlite::SqliteStore;
@@ -17,6 +16,7 @@ use mcpgate_auth::store::{
     RefreshRedemption, RefreshRotation, RefreshToken, Store, StoreError, TokenFamily, User,
 };
 use scratch_pg::TestDb;
+use scratch_sqlite::TempDir;
 use serde_json::json;
 
 const NOW: i64 = 1_700_000_000;
@@ -331,31 +331,6 @@ async fn concurrent_rotations_have_one_winner(store: Arc<dyn Store>) {
 }
 
 // SQLite, on a file (the group-commit writer is in use).
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mcpgate-token-tx-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.0.join("auth.db").display())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn sqlite() -> (TempDir, Arc<dyn Store>) {
     let dir = TempDir::new();
