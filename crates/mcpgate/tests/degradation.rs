@@ -16,6 +16,10 @@
 //! database of its own and drops it at the end.
 
 mod common;
+// The scratch-database helper of mcpgate-auth's tests, shared rather than copied.
+#[allow(dead_code)] // not every helper is used here
+#[path = "../../mcpgate-auth/tests/scratch_pg/mod.rs"]
+mod scratch_pg;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -29,6 +33,7 @@ use common::{Mcp, PATIENCE, STATELESS_VERSION, Server, http, stateless_meta};
 use mcpgate_auth::keys::KeyManager;
 use mcpgate_auth::store::Store;
 use mcpgate_auth::store::sqlite::SqliteStore;
+use scratch_pg::TestDb;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -108,59 +113,38 @@ impl Drop for Relay {
 
 // --- a scratch PostgreSQL database --------------------------------------------------------------
 
-fn admin_url() -> String {
-    std::env::var("MCPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-struct TestDb {
-    name: String,
-    url: url::Url,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "mcpgate_degradation_{}_{}_{:08x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            rand::random::<u32>()
-        );
-        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let mut url = url::Url::parse(&admin_url()).unwrap();
-        url.set_path(&format!("/{name}"));
-        Self { name, url }
-    }
-
+/// What these tests need of a scratch database beyond the shared helper.
+trait ScratchDbExt {
     /// The database's address as `host:port`.
+    fn target(&self) -> SocketAddr;
+    /// The same database, reached through a relay on `port`.
+    fn url_via(&self, port: u16) -> String;
+    async fn count(&self, table: &str) -> i64;
+}
+
+impl ScratchDbExt for TestDb {
     fn target(&self) -> SocketAddr {
-        let host = self.url.host_str().unwrap_or("127.0.0.1");
+        let url = url::Url::parse(&self.url).unwrap();
+        let host = url.host_str().unwrap_or("127.0.0.1");
         let host = if host == "localhost" {
             "127.0.0.1"
         } else {
             host
         };
-        format!("{host}:{}", self.url.port().unwrap_or(5432))
+        format!("{host}:{}", url.port().unwrap_or(5432))
             .parse()
             .unwrap()
     }
 
-    /// The same database, reached through a relay on `port`.
     fn url_via(&self, port: u16) -> String {
-        let mut url = self.url.clone();
+        let mut url = url::Url::parse(&self.url).unwrap();
         url.set_host(Some("127.0.0.1")).unwrap();
         url.set_port(Some(port)).unwrap();
         url.to_string()
     }
 
     async fn count(&self, table: &str) -> i64 {
-        let mut conn = PgConnection::connect(self.url.as_str()).await.unwrap();
+        let mut conn = PgConnection::connect(&self.url).await.unwrap();
         let n: i64 =
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
                 .fetch_one(&mut conn)
@@ -168,27 +152,6 @@ impl TestDb {
                 .unwrap();
         conn.close().await.unwrap();
         n
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await
-                    .ok()?;
-                admin.close().await.ok()
-            })
-        })
-        .join();
     }
 }
 

@@ -8,86 +8,30 @@
 //! create databases. The test creates a database of its own and drops it at the end.
 
 mod common;
+// The scratch-database helper of mcpgate-auth's tests, shared rather than copied.
+#[allow(dead_code)] // not every helper is used here
+#[path = "../../mcpgate-auth/tests/scratch_pg/mod.rs"]
+mod scratch_pg;
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Mcp, STATEFUL_VERSION, Server, http, structured};
 use mcpgate_auth::server::secrets;
+use scratch_pg::TestDb;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-fn admin_url() -> String {
-    std::env::var("MCPGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A scratch database, dropped (with whatever connections are left) when this is dropped.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new() -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "mcpgate_sessions_{}_{}_{:08x}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            rand::random::<u32>()
-        );
-        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let mut url = url::Url::parse(&admin_url()).unwrap();
-        url.set_path(&format!("/{name}"));
-        Self {
-            name,
-            url: url.to_string(),
-        }
-    }
-
-    /// How many `mcp_sessions` rows have this id hash.
-    async fn session_rows(&self, id_hash: &str) -> i64 {
-        let mut conn = PgConnection::connect(&self.url).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM mcp_sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        n
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Best effort, on a thread of its own: `drop` cannot await, and runs inside a runtime.
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut admin)
-                    .await
-                    .ok()?;
-                admin.close().await.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
+/// How many `mcp_sessions` rows of `db` have this id hash.
+async fn session_rows(db: &TestDb, id_hash: &str) -> i64 {
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM mcp_sessions WHERE id_hash = $1")
+        .bind(id_hash)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
 }
 
 fn free_port() -> u16 {
@@ -231,8 +175,8 @@ async fn a_session_continues_on_another_instance_bound_to_its_principal() {
     assert_whoami(&on_a, "svc-alpha").await;
 
     // Stored hashed, never in clear.
-    assert_eq!(db.session_rows(&secrets::hash(&sid)).await, 1);
-    assert_eq!(db.session_rows(&sid).await, 0);
+    assert_eq!(session_rows(&db, &secrets::hash(&sid)).await, 1);
+    assert_eq!(session_rows(&db, &sid).await, 0);
 
     // Continued on B, which never saw it: tools/list and tools/call, no new handshake.
     let on_b = joined(&b, &alpha, &sid);
@@ -267,7 +211,7 @@ async fn a_session_continues_on_another_instance_bound_to_its_principal() {
     assert!(delete(&on_b).await.is_success());
     assert_eq!(status_of(&on_a).await, 404);
     assert_eq!(status_of(&on_b).await, 404);
-    assert_eq!(db.session_rows(&secrets::hash(&sid)).await, 0);
+    assert_eq!(session_rows(&db, &secrets::hash(&sid)).await, 0);
 
     // A session opened on B ends on B when deleted on A.
     let mut opened_on_b = b.mcp(Some(&beta));

@@ -1,4 +1,5 @@
-//! A scratch PostgreSQL database per test, shared by the PostgreSQL test files of this crate.
+//! A scratch PostgreSQL database per test, shared by the PostgreSQL test files of this crate and
+//! (through `#[path]`) by those of `mcpgate`.
 //!
 //! `MCPGATE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`) names a database
 //! to connect to as a user that may create databases.
