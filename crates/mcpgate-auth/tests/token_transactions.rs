@@ -174,6 +174,20 @@ async fn exchanges_spend_codes_and_replays_revoke(store: Arc<dyn Store>) {
             .unwrap(),
         CodeExchange::Unknown
     ));
+
+    // An expired code is unknown, issues nothing, and is not spent: presenting it again is not
+    // a replay (there is no grant to end).
+    put_code(&*store, "k3").await;
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .exchange_code("k3", NOW + 60, grant_to("g4"))
+                .await
+                .unwrap(),
+            CodeExchange::Unknown
+        ));
+    }
+    assert!(store.family("g4").await.unwrap().is_none());
 }
 
 async fn concurrent_exchanges_have_one_winner(store: Arc<dyn Store>) {

@@ -15,29 +15,96 @@ use crate::store::{
     RefreshRotation, RefreshToken, StoreResult, Timestamp, TokenFamily, successor_of,
 };
 
-/// [`crate::store::Store::exchange_code`].
+/// [`crate::store::Store::exchange_code`]: one read, the grant's check, then at most three
+/// writes (the family, its first refresh token, and the code spent and linked to the family in
+/// one update).
+///
+/// The writer runs one write at a time in a transaction that holds the database's write lock,
+/// so what the read finds stays true until the writes: no other exchange or replay of the code
+/// can come in between. That is why this needs neither [`redeem_code`]'s conditional update nor
+/// [`create_family`]'s path for a replay landing while the first exchange is in flight.
 pub(super) fn exchange_code(
     conn: &Connection,
     code_hash: &str,
     now: Timestamp,
     grant: CodeGrant,
 ) -> StoreResult<CodeExchange> {
-    match redeem_code(conn, code_hash, now)? {
-        (CodeRedemption::Fresh(code), username) => {
-            let Some((family, first)) = grant(&code, username.as_deref()) else {
-                return Ok(CodeExchange::Refused { code, username });
-            };
-            create_family(conn, &family, first.as_ref(), Some(code_hash))?;
-            Ok(CodeExchange::Issued { code, username })
+    let found = conn
+        .prepare_cached(&CODE_TO_EXCHANGE)
+        .and_then(|mut statement| {
+            statement
+                .query_row([code_hash], |row| {
+                    Ok((
+                        code_from(row)?,
+                        row.get::<_, Option<Timestamp>>("used_at")?,
+                        row.get::<_, Option<String>>("username")?,
+                    ))
+                })
+                .optional()
+        })
+        .map_err(sqlite_err)?;
+    let Some((code, used_at, username)) = found else {
+        return Ok(CodeExchange::Unknown);
+    };
+    if used_at.is_some() {
+        mark_replayed(conn, code_hash, now)?;
+        if let Some(family_id) = &code.family_id {
+            revoke_family(conn, family_id, now)?;
         }
-        (CodeRedemption::Replayed(code), _) => {
-            if let Some(family_id) = &code.family_id {
-                revoke_family(conn, family_id, now)?;
-            }
-            Ok(CodeExchange::Replayed(code))
-        }
-        (CodeRedemption::Unknown, _) => Ok(CodeExchange::Unknown),
+        return Ok(CodeExchange::Replayed(code));
     }
+    if code.expires_at <= now {
+        // Expired before its first use: as if it had never been issued.
+        return Ok(CodeExchange::Unknown);
+    }
+    let Some((family, first)) = grant(&code, username.as_deref()) else {
+        // Refused or not, a presented code is spent.
+        spend_code(conn, code_hash, now, None)?;
+        return Ok(CodeExchange::Refused { code, username });
+    };
+    create_family(conn, &family, first.as_ref(), None)?;
+    spend_code(conn, code_hash, now, Some(&family.family_id))?;
+    Ok(CodeExchange::Issued { code, username })
+}
+
+static CODE_TO_EXCHANGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {CODE_COLUMNS}, used_at, \
+         (SELECT username FROM users WHERE users.id = authorization_codes.user_id) AS username \
+         FROM authorization_codes WHERE code_hash = ?1"
+    )
+});
+
+/// Marks an unused code used and, when the exchange created a grant, links it to that family
+/// (which a replay then revokes).
+fn spend_code(
+    conn: &Connection,
+    code_hash: &str,
+    now: Timestamp,
+    family_id: Option<&str>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE authorization_codes SET used_at = ?1, family_id = ?2 WHERE code_hash = ?3",
+    )
+    .and_then(|mut statement| statement.execute(params![now, family_id, code_hash]))
+    .map_err(sqlite_err)?;
+    Ok(())
+}
+
+/// Records a second presentation of a used code, returning the code (`None` if it is unused or
+/// unknown).
+fn mark_replayed(
+    conn: &Connection,
+    code_hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<AuthorizationCode>> {
+    conn.prepare_cached(&MARK_REPLAYED_CODE)
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![now, code_hash], code_from)
+                .optional()
+        })
+        .map_err(sqlite_err)
 }
 
 static REDEEM_FRESH_CODE: LazyLock<String> = LazyLock::new(|| {
@@ -79,15 +146,7 @@ pub(super) fn redeem_code(
     }
     // Used before (expired or not): a replay. Recording it lets a family still being created
     // from the first use be born revoked (see `create_family`).
-    let replayed = conn
-        .prepare_cached(&MARK_REPLAYED_CODE)
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![now, code_hash], code_from)
-                .optional()
-        })
-        .map_err(sqlite_err)?;
-    Ok(match replayed {
+    Ok(match mark_replayed(conn, code_hash, now)? {
         Some(code) => (CodeRedemption::Replayed(code), None),
         // Never issued, purged, or expired before its first use.
         None => (CodeRedemption::Unknown, None),
