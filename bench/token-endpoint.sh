@@ -30,13 +30,13 @@ cleanup() {
   [[ -n "$DB" ]] && psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-declare -A BASE PW
+declare -A BASE PW SERVER_PID
 start_mcpgate() { # NAME STORE
   local port; port=$(free_port)
   env MCP_TRANSPORT=streamable-http MCP_HOST=127.0.0.1 MCP_PORT="$port" MCP_RATE_LIMIT_RPM=0 MCP_LOG_LEVEL=warn \
     MCP_NOTES_DB="$OUT/notes-$1.db" MCP_OAUTH_ENABLED=true MCP_OAUTH_PUBLIC_URL="http://127.0.0.1:$port" \
     MCP_OAUTH_STORE="$2" "$MCPGATE" >"$OUT/$1.log" 2>&1 &
-  PIDS+=("$!")
+  PIDS+=("$!") SERVER_PID[$1]=$!
   for _ in $(seq 100); do grep -q "First start: created user" "$OUT/$1.log" 2>/dev/null && break; sleep 0.1; done
   BASE[$1]="http://127.0.0.1:$port"
   PW[$1]=$(sed -n 's/.*First start: created user `admin` with password //p' "$OUT/$1.log" | tr -d '`[:space:]')
@@ -52,7 +52,7 @@ fi
 IDP_PORT=$(free_port)
 (cd "$ROOT/tools/peers" && exec env PORT="$IDP_PORT" AT_ALG=ES256 JWKS_FILE="$OUT/idp-keys.json" RESOURCE="http://127.0.0.1:9/mcp" \
   node idp/oidc.mjs >"$OUT/oidc.log" 2>&1) &
-PIDS+=("$!")
+PIDS+=("$!") SERVER_PID[oidc-provider]=$!
 for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration" 2>/dev/null && break; sleep 0.1; done
 SYSTEMS+=(oidc-provider)
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/env.txt" >&2
@@ -63,8 +63,8 @@ for round in $(seq "$ROUNDS"); do
     else
       args=(--as mcpgate --base "${BASE[$sys]}" --password "${PW[$sys]}")
     fi
-    line=$(cd "$ROOT/tools/peers" && node "$ROOT/bench/lib/token_bench.mjs" "${args[@]}" --codes "$CODES" \
-      --concurrency "$K" --seconds "$SECS")
+    line=$(cd "$ROOT/tools/peers" && node --expose-gc "$ROOT/bench/lib/token_bench.mjs" "${args[@]}" \
+      --server-pid "${SERVER_PID[$sys]}" --codes "$CODES" --concurrency "$K" --seconds "$SECS")
     echo "{\"system\":\"$sys\",\"round\":$round,\"load1\":$(cut -d' ' -f1 /proc/loadavg),${line#\{}" | tee -a "$OUT/results.jsonl"
   done
 done

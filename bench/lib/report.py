@@ -218,10 +218,12 @@ token_ratio = None
 if token_rows:
     w("### Token endpoint: code exchanges and refresh rotations per second (bench/token-endpoint.sh)")
     w("")
-    w("Same run, interleaved rounds; oidc-provider keeps everything in memory (no database).")
+    w("Same run, interleaved rounds; oidc-provider keeps everything in memory (no database). "
+      "`server CPU s / 1,000` is the server process's CPU time (all threads, from "
+      "`/proc/PID/task/*/schedstat`) per 1,000 requests, median over rounds.")
     w("")
-    w("| system | exchanges/s (rounds) | rotations/s (rounds) | × oidc-provider, exchanges | × oidc-provider, rotations |")
-    w("|---|---|---|---|---|")
+    w("| system | exchanges/s (rounds) | rotations/s (rounds) | × oidc-provider, exchanges | × oidc-provider, rotations | server CPU s / 1,000 exchanges | server CPU s / 1,000 rotations |")
+    w("|---|---|---|---|---|---|---|")
     peer = {r["round"]: r for r in token_rows if r["system"] == "oidc-provider"}
     for name in dict.fromkeys(r["system"] for r in token_rows):
         mine = [r for r in token_rows if r["system"] == name]
@@ -234,7 +236,9 @@ if token_rows:
         cells = ["–", "–"] if name == "oidc-provider" or not rx else [
             f"{statistics.median(rx):.1f}× ({min(rx):.1f}–{max(rx):.1f})",
             f"{statistics.median(rr):.1f}× ({min(rr):.1f}–{max(rr):.1f})"]
-        w(f"| {name} | {ex} | {rot} | {cells[0]} | {cells[1]} |")
+        cpu = [f"{statistics.median(us) / 1000:.3f}" if us else "–" for us in (
+            [r[key] for r in mine if r.get(key)] for key in ("exchange_server_us", "refresh_server_us"))]
+        w(f"| {name} | {ex} | {rot} | {cells[0]} | {cells[1]} | {cpu[0]} | {cpu[1]} |")
         if name == "mcpgate-sqlite" and rx and rr:
             token_ratio = min(statistics.median(rx), statistics.median(rr))
     w("")

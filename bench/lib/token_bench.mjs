@@ -18,6 +18,7 @@
 import { parseArgs } from "node:util";
 import { createHash, randomBytes } from "node:crypto";
 import net from "node:net";
+import { readdirSync, readFileSync } from "node:fs";
 
 const { values: o } = parseArgs({
   options: {
@@ -28,6 +29,7 @@ const { values: o } = parseArgs({
     concurrency: { type: "string", default: "8" },
     seconds: { type: "string", default: "5" },
     resource: { type: "string" },
+    "server-pid": { type: "string" },
   },
 });
 const REDIRECT = "http://127.0.0.1:9/callback";
@@ -187,6 +189,21 @@ async function pool(items, k, fn) {
   return out;
 }
 
+// CPU nanoseconds the server process (`--server-pid`, every thread) has run so far, from
+// /proc/PID/task/*/schedstat (nanosecond resolution, unlike /proc/PID/stat's clock ticks); null
+// without a pid. Threads that ended are not counted: both servers keep theirs for the run.
+function serverCpuNs() {
+  if (!o["server-pid"]) return null;
+  const dir = `/proc/${o["server-pid"]}/task`;
+  let ns = 0;
+  for (const task of readdirSync(dir)) {
+    try { ns += Number(readFileSync(`${dir}/${task}/schedstat`, "latin1").split(" ")[0]); } catch {}
+  }
+  return ns;
+}
+// Server CPU microseconds per request over a phase, or undefined without a pid.
+const perRequestUs = (ns, requests) => (ns === null || !requests ? undefined : +(ns / 1e3 / requests).toFixed(1));
+
 // Fraction of one core the client used since `since` (from process.cpuUsage) over `secs`.
 const cpu = (since, secs) => { const u = process.cpuUsage(since); return +((u.user + u.system) / 1e6 / secs).toFixed(2); };
 
@@ -200,10 +217,15 @@ const CHUNK = 100;
 const exchanged = [];
 let exchangeSecs = 0;
 let exchangeCpuSecs = 0;
+let exchangeServerNs = 0;
 for (let done = 0; done < n; done += CHUNK) {
   // oidc-provider: a fresh browser per code; its sign-in costs nothing.
   const codes = await pool(Array.from({ length: Math.min(CHUNK, n - done) }), 4,
     (_, worker) => code(clientId, o.as === "oidc" ? jar() : browsers[worker]));
+  // The collection's garbage (fetch, cookie jars) is collected now, not in the timed window
+  // (run with --expose-gc; without it this is skipped).
+  globalThis.gc?.();
+  const server0 = serverCpuNs();
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   exchanged.push(...await pool(codes, K, ({ code, verifier }, worker) => token({
@@ -212,11 +234,14 @@ for (let done = 0; done < n; done += CHUNK) {
   const u = process.cpuUsage(cpu0);
   exchangeCpuSecs += (u.user + u.system) / 1e6;
   exchangeSecs += (performance.now() - t0) / 1000;
+  if (server0 !== null) exchangeServerNs += serverCpuNs() - server0;
 }
 const exchangeCpu = +(exchangeCpuSecs / exchangeSecs).toFixed(2);
 const okExchanges = exchanged.filter((r) => r.status === 200 && r.json.refresh_token);
 if (okExchanges.length < K) throw new Error(`exchanges failed: ${JSON.stringify(exchanged.find((r) => r.status !== 200))}`);
 
+globalThis.gc?.();
+const refreshServer0 = serverCpuNs();
 const stopAt = performance.now() + Number(o.seconds) * 1000;
 let rotations = 0, failures = 0, rotated = 0;
 const t = performance.now();
@@ -234,9 +259,12 @@ await Promise.all(okExchanges.slice(-K).map(async ({ json }, worker) => {
 }));
 const refreshSecs = (performance.now() - t) / 1000;
 const refreshCpu = cpu(cpu0, refreshSecs);
+const refreshServerNs = refreshServer0 === null ? null : serverCpuNs() - refreshServer0;
 console.log(JSON.stringify({
   as: o.as, concurrency: K,
   exchanges: okExchanges.length, exchange_failures: n - okExchanges.length,
   ...(okExchanges.length < n ? { exchange_error: exchanged.find((r) => r.status !== 200)?.json } : {}), exchanges_per_s: +(okExchanges.length / exchangeSecs).toFixed(1), exchange_client_cpu: exchangeCpu,
+  exchange_server_us: perRequestUs(o["server-pid"] ? exchangeServerNs : null, okExchanges.length),
   refreshes: rotations, refresh_failures: failures, refreshes_rotated: rotated, refreshes_per_s: +(rotations / refreshSecs).toFixed(1), refresh_client_cpu: refreshCpu,
+  refresh_server_us: perRequestUs(refreshServerNs, rotations),
 }));
