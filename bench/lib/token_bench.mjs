@@ -217,7 +217,7 @@ const CHUNK = 100;
 const exchanged = [];
 let exchangeSecs = 0;
 let exchangeCpuSecs = 0;
-let exchangeServerNs = 0;
+let exchangeServerNs = o["server-pid"] ? 0 : null; // null: not measured
 for (let done = 0; done < n; done += CHUNK) {
   // oidc-provider: a fresh browser per code; its sign-in costs nothing.
   const codes = await pool(Array.from({ length: Math.min(CHUNK, n - done) }), 4,
@@ -234,7 +234,7 @@ for (let done = 0; done < n; done += CHUNK) {
   const u = process.cpuUsage(cpu0);
   exchangeCpuSecs += (u.user + u.system) / 1e6;
   exchangeSecs += (performance.now() - t0) / 1000;
-  if (server0 !== null) exchangeServerNs += serverCpuNs() - server0;
+  if (exchangeServerNs !== null) exchangeServerNs += serverCpuNs() - server0;
 }
 const exchangeCpu = +(exchangeCpuSecs / exchangeSecs).toFixed(2);
 const okExchanges = exchanged.filter((r) => r.status === 200 && r.json.refresh_token);
@@ -264,7 +264,7 @@ console.log(JSON.stringify({
   as: o.as, concurrency: K,
   exchanges: okExchanges.length, exchange_failures: n - okExchanges.length,
   ...(okExchanges.length < n ? { exchange_error: exchanged.find((r) => r.status !== 200)?.json } : {}), exchanges_per_s: +(okExchanges.length / exchangeSecs).toFixed(1), exchange_client_cpu: exchangeCpu,
-  exchange_server_us: perRequestUs(o["server-pid"] ? exchangeServerNs : null, okExchanges.length),
+  exchange_server_us: perRequestUs(exchangeServerNs, okExchanges.length),
   refreshes: rotations, refresh_failures: failures, refreshes_rotated: rotated, refreshes_per_s: +(rotations / refreshSecs).toFixed(1), refresh_client_cpu: refreshCpu,
   refresh_server_us: perRequestUs(refreshServerNs, rotations),
 }));
