@@ -131,12 +131,7 @@ async fn a_github_sign_in_proves_the_user_through_the_api() {
     assert!(!query["scope"].split(' ').any(|s| s == "openid"));
 
     let (identity, tokens) = github
-        .complete(
-            "good-code",
-            &secrets.code_verifier,
-            &secrets.nonce,
-            1_700_000_000,
-        )
+        .complete("good-code", &secrets.code_verifier, &secrets.nonce)
         .await
         .unwrap();
     assert_eq!(
@@ -163,7 +158,7 @@ async fn github_errors_in_a_200_are_refusals() {
     let (issuer, _) = stand_in().await;
     let github = federation(&issuer, &[]);
     let err = github
-        .complete("spent-code", "verifier", "nonce", 1_700_000_000)
+        .complete("spent-code", "verifier", "nonce")
         .await
         .unwrap_err();
     assert!(
@@ -176,7 +171,7 @@ async fn github_errors_in_a_200_are_refusals() {
 async fn an_unreachable_github_is_unavailable_not_a_refusal() {
     let github = federation("http://127.0.0.1:9", &[]);
     let err = github
-        .complete("good-code", "verifier", "nonce", 1_700_000_000)
+        .complete("good-code", "verifier", "nonce")
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Unavailable(_)), "{err}");

@@ -271,7 +271,7 @@ async fn finish(
         Err(page) => return page,
     };
     let (identity, tokens) = match upstream
-        .complete(code, &login.code_verifier, &login.nonce, pages::now())
+        .complete(code, &login.code_verifier, &login.nonce)
         .await
     {
         Ok(done) => done,

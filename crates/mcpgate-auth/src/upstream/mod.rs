@@ -28,6 +28,7 @@ pub use access::{AccessRules, Refusal};
 pub use cipher::{CipherError, TokenCipher};
 pub use provider::{Endpoints, Provider};
 
+use crate::resource::claims::now_secs;
 use crate::store::{Store, StoreError, Timestamp};
 use exchange::{ClientCredentials, TokenResponse};
 
@@ -285,7 +286,6 @@ impl Federation {
         code: &str,
         code_verifier: &str,
         nonce: &str,
-        now: Timestamp,
     ) -> Result<(Identity, UpstreamTokens), UpstreamError> {
         let endpoints = self.endpoints().await?;
         let response = exchange::token_request(
@@ -301,6 +301,10 @@ impl Federation {
             &self.settings.token_params,
         )
         .await?;
+        // The clock is read once the provider has answered: its `iat` is the moment it issued the
+        // ID token, which can be a second past the moment the callback arrived. With no leeway,
+        // a clock read before the exchange would refuse a fresh token as issued in the future.
+        let now = now_secs();
         let tokens = tokens_from(&response, None, now);
         let identity = match (&endpoints.oidc, &endpoints.github_api) {
             (Some(oidc), _) => {
