@@ -36,8 +36,10 @@
 #   BENCH_CONCURRENCY="1 8 32 128"
 #   BENCH_SYSTEMS="mcpgate-off mcpgate-static mcpgate-jwt mcpgate-introspect ts-peer fastmcp"
 #   BENCH_STARTUP_TRIALS=5      start-up trials per system (0 skips)
-#   BENCH_PROFILE=1             perf profile (flat, top symbols) of BENCH_PROFILE_SYSTEMS under c=32 afterwards
+#   BENCH_PROFILE=1             perf profile (flat, top symbols) of BENCH_PROFILE_SYSTEMS afterwards, with
+#                               context switches, CPU migrations and server CPU per request (perf stat)
 #   BENCH_PROFILE_SYSTEMS="mcpgate-off mcpgate-jwt"
+#   BENCH_PROFILE_C=32          the concurrency of that profiling load
 #   BENCH_PIN=0                 1: server on CPU 1, wrk on CPU 0 (taskset), less noise, 1 core each
 #   BENCH_INSTRUCTIONS=1        0 skips the callgrind count
 #   BENCH_INSTR_N="200 1200"    N1 and N2 of that count
@@ -67,6 +69,7 @@ STARTUP_TRIALS="${BENCH_STARTUP_TRIALS:-5}"
 PIN="${BENCH_PIN:-0}"
 PROFILE="${BENCH_PROFILE:-1}"
 PROFILE_SYSTEMS="${BENCH_PROFILE_SYSTEMS:-mcpgate-off mcpgate-jwt}"
+PROFILE_C="${BENCH_PROFILE_C:-32}"
 INSTRUCTIONS="${BENCH_INSTRUCTIONS:-1}"
 read -r INSTR_N1 INSTR_N2 <<<"${BENCH_INSTR_N:-200 1200}"
 RESULTS="${BENCH_RESULTS-$BENCH/RESULTS.md}"
@@ -288,17 +291,31 @@ for sys in "${SYS_LIST[@]}"; do
   printf '%s\t%s\t%s\n' "$sys" "$TOOL" "$(hwm_kb "${SPID[$sys]}")" >>"$OUT/systems.tsv"
 done
 # Where the time goes (after the measurements, so perf does not disturb them): a flat CPU profile
-# of the server under c=32 load, top symbols in test-artifacts/bench/profile-SYSTEM.txt.
+# of the server under c=$PROFILE_C load, top symbols in test-artifacts/bench/profile-SYSTEM.txt,
+# headed by what the scheduler did per request (software counters: they work where the machine
+# has no hardware counters, and show what callgrind cannot, such as waking and switching threads).
 if [[ "$PROFILE" == 1 ]] && command -v perf >/dev/null; then
   for sys in $PROFILE_SYSTEMS; do
     [[ -n "${SPID[$sys]:-}" ]] || continue
     define "$sys"
+    perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults -p "${SPID[$sys]}" \
+      -o "$OUT/run/stat-$sys.csv" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf_pid=$!
+    line=$(wrk_run "$PROFILE_C" "$DURATION") || line=""
+    wait "$perf_pid" || true
+    requests=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line")
     perf record -q -e cpu-clock -F 1999 -p "${SPID[$sys]}" -o "$OUT/run/perf-$sys.data" -- sleep "$DURATION" >/dev/null 2>&1 &
     perf_pid=$!
-    wrk_run 32 "$DURATION" >/dev/null || true
+    wrk_run "$PROFILE_C" "$DURATION" >/dev/null || true
     wait "$perf_pid" || true
-    perf report -i "$OUT/run/perf-$sys.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
-      grep -v '^#' | grep -v '^$' | sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' | head -n 60 >"$OUT/profile-$sys.txt" || true
+    {
+      echo "c=$PROFILE_C, per request over ${requests:-?} requests (perf stat):"
+      awk -F, -v n="${requests:-0}" 'n > 0 && $1 ~ /^[0-9.]+$/ {
+        unit = ($3 == "task-clock") ? " us of server CPU" : " " $3
+        printf "  %.3f%s\n", ($3 == "task-clock" ? 1000 : 1) * $1 / n, unit }' "$OUT/run/stat-$sys.csv"
+      perf report -i "$OUT/run/perf-$sys.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' | head -n 60
+    } >"$OUT/profile-$sys.txt" || true
     say "$sys: profile in ${OUT#$ROOT/}/profile-$sys.txt"
   done
 fi
