@@ -302,16 +302,17 @@ for s in ["mcpgate-static", JWT]:
 w("")
 profiles = sorted(n for n in os.listdir(out) if n.startswith("profile-") and n.endswith(".txt"))
 if profiles:
-    w("### Where the CPU goes (perf, flat, server under c=32 load; top symbols)")
+    w("### Where the CPU goes (perf: scheduler counters per request, then a flat profile's top symbols)")
     w("")
     for name in profiles:
         with open(os.path.join(out, name)) as fh:
-            top = [l.rstrip() for l in fh if l.strip()][:15]
+            top = [l.strip() for l in fh if l.strip()][:15]
         w(f"`{name[len('profile-'):-len('.txt')]}`:")
         w("")
         w("```")
         for l in top:
-            w(" ".join(l.split()[:4])[:110])
+            # Symbol lines ("6.96%  dso  [.]  symbol ...") are cut to fit; the counters' lines are whole.
+            w(" ".join(l.split()[:4])[:110] if l.split()[0].endswith("%") else l)
         w("```")
         w("")
 w(f"Raw data: `test-artifacts/{os.path.basename(os.path.normpath(out))}/` (`results.tsv`, `systems.tsv`, `startup.tsv`, `instructions.tsv`, `env.txt`, `token-endpoint/`, `idle-memory/`, logs).")
