@@ -18,6 +18,7 @@ use mcpgate_auth::store::{
 };
 use scratch_pg::{TestDb, admin_url};
 use serde_json::json;
+use sqlx::Connection;
 
 const NOW: i64 = 1_700_000_000;
 
@@ -139,6 +140,34 @@ async fn opens_and_pings() {
     let (_db, store) = fresh().await;
     store.ping().await.unwrap();
     assert!(store.list_users().await.unwrap().is_empty());
+    store.close().await;
+}
+
+/// Connections the server dropped while they sat idle in the pool are not lent: a connection
+/// idle for longer than the pool's liveness window is pinged first and replaced when dead.
+#[tokio::test]
+async fn connections_dropped_by_the_server_while_idle_are_replaced() {
+    let (_db, store) = fresh().await;
+    store.ping().await.unwrap();
+    let (database,): (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+    let (terminated,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) AS t",
+    )
+    .bind(&database)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(terminated >= 1, "the pool had no connection to drop");
+    // Past the window within which a just-used connection is lent unchecked.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    for _ in 0..3 {
+        assert!(store.list_users().await.unwrap().is_empty());
+    }
     store.close().await;
 }
 
