@@ -40,7 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A pooled connection returned this recently is lent again without a liveness round trip: under
 /// load every connection is that fresh, and the ping was two of a rotation's eight round trips.
 /// One idle for longer (the likely case after a server restart or a dropped idle connection) is
-/// still pinged and, if dead, replaced, so a request never gets a connection known to be stale.
+/// still pinged and, if dead, replaced. A connection the server drops inside the window can be
+/// lent once, and that request fails like any other store error (503 with `Retry-After`).
 /// The same trade as HikariCP's `aliveBypassWindowMs`, with its default.
 const LIVENESS_BYPASS: Duration = Duration::from_millis(500);
 /// Used codes are kept this long past their expiry so that a late replay is still recognised
