@@ -298,6 +298,7 @@ if [[ "$PROFILE" == 1 ]] && command -v perf >/dev/null; then
   for sys in $PROFILE_SYSTEMS; do
     [[ -n "${SPID[$sys]:-}" ]] || continue
     define "$sys"
+    # Counters and samples come from two load runs: sampling would add its own CPU to the counts.
     perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults -p "${SPID[$sys]}" \
       -o "$OUT/run/stat-$sys.csv" -- sleep "$DURATION" >/dev/null 2>&1 &
     perf_pid=$!

@@ -35,10 +35,6 @@ fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
 }
 
-fn signing_key() -> EncodingKey {
-    EncodingKey::from_ec_pem(include_bytes!("keys/ec256.pem")).unwrap()
-}
-
 async fn discovery(State(idp): State<Arc<StandIn>>) -> Response {
     let base = &idp.issuer;
     axum::Json(json!({
@@ -51,8 +47,8 @@ async fn discovery(State(idp): State<Arc<StandIn>>) -> Response {
     .into_response()
 }
 
-async fn jwks() -> Response {
-    let mut jwk = Jwk::from_encoding_key(&signing_key(), Algorithm::ES256).unwrap();
+async fn jwks(State(idp): State<Arc<StandIn>>) -> Response {
+    let mut jwk = Jwk::from_encoding_key(&idp.key, Algorithm::ES256).unwrap();
     jwk.common.key_id = Some("ec-1".into());
     axum::Json(JwkSet { keys: vec![jwk] }).into_response()
 }
@@ -82,7 +78,7 @@ async fn stand_in(iat_ahead: i64) -> Arc<StandIn> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let idp = Arc::new(StandIn {
         issuer: format!("http://{}", listener.local_addr().unwrap()),
-        key: signing_key(),
+        key: EncodingKey::from_ec_pem(include_bytes!("keys/ec256.pem")).unwrap(),
         nonce: Mutex::new(String::new()),
         iat_ahead,
     });
